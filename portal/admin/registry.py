@@ -1,0 +1,83 @@
+"""What administrators switch and set: integrations per МО (X-4), settings, certificate purposes.
+
+Feature packages add their own settings with `register_setting`; pages list what is registered.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Integration:
+    key: str
+    label: str
+    procedures: tuple[tuple[str, str], ...]  # (procedure key, label); ИЭМК has two
+    default_on: bool = False  # switched on for an МО that arrives through intake
+
+
+INTEGRATIONS: tuple[Integration, ...] = (
+    # Sending to ВИМИС is mandatory: on by default, off only for an outage or a transition.
+    Integration("vimis", "ВИМИС «АКиНЕО»", (("vimis", "Отправка СЭМД в ВИМИС"),), default_on=True),
+    Integration(
+        "iemk",
+        "ИЭМК ЕГИСЗ",
+        (("iemk_collect", "Сбор подписанных СЭМД"), ("iemk_upload", "Выгрузка документов в ИЭМК")),
+    ),
+    Integration("ers", "ФСС: электронный родовой сертификат", (("ers", "Обмен с ФСС ЭРС"),)),
+    Integration("tfoms_identification", "ТФОМС: пакетная идентификация", (("tfoms_identification", "Идентификация"),)),
+    Integration("tfoms_hospitalisation", "ТФОМС: госпитализация (приказ 263)", (("tfoms_hospitalisation", "Пакеты 263"),)),
+    Integration("tfoms_attachment", "ТФОМС: прикрепление", (("tfoms_attachment", "Прикрепление"),)),
+    Integration("tfoms_dispensary", "ТФОМС: диспансерное наблюдение", (("tfoms_dispensary", "Диспансерное наблюдение"),)),
+    Integration("tfoms_insurance", "ТФОМС: страховая принадлежность", (("tfoms_insurance", "Страховая принадлежность"),)),
+    Integration("tfoms_prof", "ТФОМС: планы профилактических мероприятий", (("tfoms_prof", "Планы профилактики"),)),
+)
+INTEGRATIONS_BY_KEY = {i.key: i for i in INTEGRATIONS}
+PROCEDURE_TO_INTEGRATION = {p: i for i in INTEGRATIONS for p, _ in i.procedures}
+
+
+@dataclass(frozen=True)
+class SettingDef:
+    key: str
+    group: str
+    label: str
+    kind: str = "text"  # text | url | seconds | int | secret | path
+    default: str = ""  # "{simulators}" stands for the local simulators' base URL
+    per_mo: bool = False  # may be overridden for one МО
+    help: str = ""
+
+
+SETTINGS: dict[str, SettingDef] = {}
+
+
+def register_setting(definition: SettingDef) -> SettingDef:
+    SETTINGS[definition.key] = definition
+    return definition
+
+
+for _d in (
+    SettingDef("vimis.endpoint", "ВИМИС «АКиНЕО»", "Адрес сервиса ВИМИС", "url", "{simulators}/vimis/ws"),
+    SettingDef("vimis.timeout", "ВИМИС «АКиНЕО»", "Тайм-аут запроса, с", "seconds", "30"),
+    SettingDef("iemk.pix_endpoint", "ИЭМК ЕГИСЗ", "Сервис пациентов (PixService)", "url", "{simulators}/iemk/pix", True),
+    SettingDef("iemk.emk_endpoint", "ИЭМК ЕГИСЗ", "Сервис документов (EMKService)", "url", "{simulators}/iemk/emk", True),
+    SettingDef("iemk.guid", "ИЭМК ЕГИСЗ", "Токен МИС (guid)", "secret", "", True),
+    SettingDef("iemk.timeout", "ИЭМК ЕГИСЗ", "Тайм-аут запроса, с", "seconds", "30", True),
+    SettingDef("ers.endpoint", "ФСС ЭРС", "Адрес сервиса ЭРС", "url", "{simulators}/fss/ers"),
+    SettingDef("ers.wsdl", "ФСС ЭРС", "Официальный WSDL (если есть)", "path", "",
+               help="Пусто — используется реконструированный WSDL портала."),
+    SettingDef("ers.timeout", "ФСС ЭРС", "Тайм-аут запроса, с", "seconds", "60"),
+    SettingDef("tfoms.rpc_timeout", "ТФОМС", "Тайм-аут запроса свободных мест, с", "seconds", "15"),
+    SettingDef("tfoms.manual_run_interval", "ТФОМС", "Ручной запуск сервиса не чаще, с", "seconds", "3600"),
+    SettingDef("tfoms.inbox_dir", "ТФОМС", "Папка входящих ответов идентификации", "path", "instance/tfoms/inbox"),
+):
+    register_setting(_d)
+
+
+CERTIFICATE_PURPOSES: dict[str, str] = {
+    "mo": "Подпись МО",
+    "doctor": "Подпись врача",
+    "accountant": "Подпись бухгалтера",
+    "fss": "Сертификат ФСС (шифрование)",
+    "iemk": "Подпись запросов ИЭМК",
+    "vimis": "Подпись СЭМД для ВИМИС",
+}

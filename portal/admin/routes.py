@@ -1,0 +1,1 @@
+"""Administration pages: МО and integration switches, users, settings, certificates, tokens, audit."""

@@ -1,0 +1,47 @@
+"""Roles (X-3, E-2) and what each may use. Views check capabilities, never role names."""
+
+from __future__ import annotations
+
+CENTRAL_ADMIN = "central_admin"
+MO_ADMIN = "mo_admin"
+STATISTICIAN = "statistician"
+DOCTOR = "doctor"
+ERS_OPERATOR = "ers_operator"
+ERS_ACCOUNTANT = "ers_accountant"
+
+ROLES: dict[str, str] = {
+    CENTRAL_ADMIN: "Администратор ЦОД",
+    MO_ADMIN: "Администратор МО",
+    STATISTICIAN: "Медицинский статистик",
+    DOCTOR: "Врач",
+    ERS_OPERATOR: "ЭРС-Оператор",
+    ERS_ACCOUNTANT: "ЭРС-Бухгалтер",
+}
+
+ALL = frozenset(ROLES)
+ADMINS = frozenset({CENTRAL_ADMIN, MO_ADMIN})
+
+# Capability → roles that have it. Feature packages add their own with `grant`.
+CAPABILITIES: dict[str, frozenset[str]] = {
+    "clinical.view": ALL,
+    "clinical.edit": frozenset({CENTRAL_ADMIN, MO_ADMIN, DOCTOR, ERS_OPERATOR}),
+    "vimis.view": frozenset({CENTRAL_ADMIN, MO_ADMIN, STATISTICIAN, DOCTOR}),
+    "ers.view": frozenset({CENTRAL_ADMIN, MO_ADMIN, DOCTOR, ERS_OPERATOR, ERS_ACCOUNTANT}),
+    "iemk.view": frozenset({CENTRAL_ADMIN, MO_ADMIN, STATISTICIAN, DOCTOR}),
+    "tfoms.view": frozenset({CENTRAL_ADMIN, MO_ADMIN, STATISTICIAN}),
+    "journal.view": frozenset({CENTRAL_ADMIN, MO_ADMIN, STATISTICIAN}),
+    "admin.view": ADMINS,
+    "admin.mo": ADMINS,  # per-МО integration switches and МО certificates
+    "admin.users": ADMINS,
+    "admin.settings": frozenset({CENTRAL_ADMIN}),  # region-wide endpoints and timeouts
+    "admin.tokens": frozenset({CENTRAL_ADMIN}),
+    "admin.audit": ADMINS,
+}
+
+
+def grant(capability: str, roles: frozenset[str] | set[str]) -> None:
+    CAPABILITIES[capability] = frozenset(roles)
+
+
+def role_can(role: str, capability: str) -> bool:
+    return role in CAPABILITIES.get(capability, frozenset())

@@ -1,0 +1,7 @@
+"""`flask portal …` commands: demo data, import, users."""
+
+from __future__ import annotations
+
+from flask.cli import AppGroup
+
+portal_cli = AppGroup("portal", help="Команды портала: демо-данные, импорт, пользователи.")

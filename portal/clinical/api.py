@@ -1,0 +1,1 @@
+"""The intake API (X-5): POST /api/v1/records and its OpenAPI description."""

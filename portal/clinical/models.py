@@ -1,0 +1,286 @@
+"""Source data from the regional MIS: МО structure, staff, patients, pregnancies, events.
+
+Every row carries the source system's id (`source_id`), unique per table: intake upserts by it.
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from typing import Any
+
+from sqlalchemy import JSON, Boolean, Date, DateTime, ForeignKey, Index, Integer, String, Text
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from portal.extensions import db
+from portal.models_base import TimestampMixin
+
+# Department kinds (the source MIS's words); ТФОМС stage 1 and ВИМИС care conditions use them.
+DEPARTMENT_KINDS: dict[str, str] = {
+    "round_the_clock": "Круглосуточный стационар",
+    "day_hospital": "Дневной стационар",
+    "outpatient": "Поликлиника / женская консультация",
+    "maternity": "Родильный дом (родильное отделение)",
+    "admission": "Приёмное отделение",
+    "perinatal_centre": "Перинатальный центр",
+    "diagnostic": "Диагностическое отделение",
+    "laboratory": "Лаборатория",
+    "other": "Прочее",
+}
+
+STAFF_CATEGORIES: dict[str, str] = {"doctor": "Врач", "nurse": "Средний медицинский персонал"}
+
+SEXES: dict[str, str] = {"F": "Женский", "M": "Мужской"}
+
+# Pregnancy outcome kinds: the gestational-age text names them («после родоразрешения …»).
+OUTCOME_KINDS: dict[str, str] = {
+    "birth": "Роды (родоразрешение)",
+    "abortion": "Прерывание беременности",
+    "miscarriage": "Самопроизвольный выкидыш",
+    "ectopic": "Внематочная беременность",
+    "other": "Иной исход",
+}
+
+POLICY_KINDS: dict[str, str] = {
+    "С": "Полис ОМС старого образца",
+    "В": "Временное свидетельство",
+    "П": "Бумажный полис единого образца",
+    "Э": "Электронный полис единого образца",
+    "К": "Полис в составе УЭК",
+}
+
+# Identity document kinds (ФОМС F011 codes used by ТФОМС and ФСС).
+DOCUMENT_KINDS: dict[str, str] = {
+    "14": "Паспорт гражданина РФ",
+    "3": "Свидетельство о рождении",
+    "9": "Паспорт иностранного гражданина",
+    "10": "Свидетельство о рассмотрении ходатайства о признании беженцем",
+    "12": "Вид на жительство",
+    "13": "Удостоверение беженца",
+    "21": "Документ иностранного гражданина",
+    "22": "Документ лица без гражданства",
+    "23": "Разрешение на временное проживание",
+    "24": "Свидетельство о рождении, выданное не в РФ",
+}
+
+SOCIAL_STATUSES: dict[str, str] = {
+    "working": "Работающий",
+    "unemployed": "Неработающий",
+    "student": "Учащийся",
+    "pensioner": "Пенсионер",
+    "other": "Прочее",
+}
+
+CARE_CONDITIONS: dict[str, str] = {
+    "1": "Стационарно",
+    "2": "В дневном стационаре",
+    "3": "Амбулаторно",
+    "4": "Вне медицинской организации",
+}
+
+# Event kinds of the intake contract: V-1 triggers and the ЭРС exams.
+EVENT_KINDS: dict[str, str] = {
+    "referral_mo": "Направление в МО",
+    "referral_neonatal_screening": "Направление на проведение неонатального скрининга",
+    "ultrasound_1": "УЗИ I триместра",
+    "ultrasound_2": "УЗИ II триместра",
+    "ultrasound_3": "УЗИ III триместра",
+    "prenatal_screening_1": "Комплекс пренатальной диагностики 1 триместра",
+    "lab_blood": "Общий анализ крови (ОАК)",
+    "lab_urine": "Общий анализ мочи (ОАМ)",
+    "exam_primary": "Первичный осмотр",
+    "exam_repeat": "Повторный осмотр",
+    "consult_therapist": "Консультация врача-терапевта",
+    "discharge": "Выписка",
+    "death_certificate": "Медицинское свидетельство о смерти (106/у)",
+    "perinatal_death_certificate": "Медицинское свидетельство о перинатальной смерти (106-2/у)",
+    "kas_notice": "Извещение о КАС",
+    "pregnancy_outcome": "Исход беременности",
+}
+
+KAS_STATUSES: dict[str, str] = {
+    "put_on_control": "Поставить на контроль",
+    "continue_control": "Продолжить наблюдение на контроле",
+    "remove_from_control": "Снять с контроля",
+}
+
+PAYMENT_KINDS: dict[str, str] = {"oms": "ОМС", "budget": "Бюджет", "paid": "Платные услуги", "other": "Иное"}
+
+
+class Mo(TimestampMixin, db.Model):
+    """Медицинская организация."""
+
+    __tablename__ = "mo"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    source_id: Mapped[str] = mapped_column(String(64), unique=True)
+    name: Mapped[str] = mapped_column(String(300))
+    short_name: Mapped[str] = mapped_column(String(120))
+    registry_number: Mapped[str | None] = mapped_column(String(6))  # six-digit federal registry number
+    f003_code: Mapped[str | None] = mapped_column(String(6))  # ФОМС F003
+    oid: Mapped[str | None] = mapped_column(String(120))
+    ogrn: Mapped[str | None] = mapped_column(String(15))
+    inn: Mapped[str | None] = mapped_column(String(12))
+    kpp: Mapped[str | None] = mapped_column(String(9))
+    address: Mapped[str | None] = mapped_column(Text)
+
+    departments: Mapped[list[Department]] = relationship(back_populates="mo", order_by="Department.name")
+
+    def __str__(self) -> str:
+        return self.short_name or self.name
+
+
+class Department(TimestampMixin, db.Model):
+    __tablename__ = "department"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    source_id: Mapped[str] = mapped_column(String(64), unique=True)
+    mo_id: Mapped[int] = mapped_column(ForeignKey("mo.id"), index=True)
+    name: Mapped[str] = mapped_column(String(300))
+    kind: Mapped[str] = mapped_column(String(32))
+    beds: Mapped[int | None] = mapped_column(Integer)
+
+    mo: Mapped[Mo] = relationship(back_populates="departments")
+
+    @property
+    def kind_label(self) -> str:
+        return DEPARTMENT_KINDS.get(self.kind, self.kind)
+
+
+class Staff(TimestampMixin, db.Model):
+    """Медицинский работник."""
+
+    __tablename__ = "staff"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    source_id: Mapped[str] = mapped_column(String(64), unique=True)
+    mo_id: Mapped[int] = mapped_column(ForeignKey("mo.id"), index=True)
+    last_name: Mapped[str] = mapped_column(String(100))
+    first_name: Mapped[str] = mapped_column(String(100))
+    middle_name: Mapped[str | None] = mapped_column(String(100))
+    snils: Mapped[str | None] = mapped_column(String(14))  # stored as 11 digits
+    position: Mapped[str | None] = mapped_column(String(200))
+    category: Mapped[str] = mapped_column(String(16), default="doctor")
+
+    mo: Mapped[Mo] = relationship()
+
+    @property
+    def full_name(self) -> str:
+        return " ".join(p for p in (self.last_name, self.first_name, self.middle_name) if p)
+
+
+class Patient(TimestampMixin, db.Model):
+    __tablename__ = "patient"
+    __table_args__ = (Index("ix_patient_mo_name", "mo_id", "last_name", "first_name", "id"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    source_id: Mapped[str] = mapped_column(String(64), unique=True)
+    mo_id: Mapped[int] = mapped_column(ForeignKey("mo.id"), index=True)
+    last_name: Mapped[str] = mapped_column(String(100))
+    first_name: Mapped[str] = mapped_column(String(100))
+    middle_name: Mapped[str | None] = mapped_column(String(100))
+    sex: Mapped[str] = mapped_column(String(1), default="F")
+    birth_date: Mapped[date | None] = mapped_column(Date)
+    snils: Mapped[str | None] = mapped_column(String(11), index=True)
+    enp: Mapped[str | None] = mapped_column(String(16), index=True)
+    policy_kind: Mapped[str | None] = mapped_column(String(2))
+    policy_series: Mapped[str | None] = mapped_column(String(20))
+    policy_number: Mapped[str | None] = mapped_column(String(30))
+    insurer_code: Mapped[str | None] = mapped_column(String(10))
+    document_kind: Mapped[str | None] = mapped_column(String(4))
+    document_series: Mapped[str | None] = mapped_column(String(20))
+    document_number: Mapped[str | None] = mapped_column(String(30))
+    document_issued_on: Mapped[date | None] = mapped_column(Date)
+    document_issuer: Mapped[str | None] = mapped_column(String(300))
+    registration_address: Mapped[str | None] = mapped_column(Text)
+    residence_address: Mapped[str | None] = mapped_column(Text)
+    social_status: Mapped[str | None] = mapped_column(String(32))
+    phone: Mapped[str | None] = mapped_column(String(40))
+
+    mo: Mapped[Mo] = relationship()
+    pregnancies: Mapped[list[Pregnancy]] = relationship(
+        back_populates="patient", order_by="Pregnancy.registered_on.desc()"
+    )
+
+    @property
+    def full_name(self) -> str:
+        return " ".join(p for p in (self.last_name, self.first_name, self.middle_name) if p)
+
+
+class Pregnancy(TimestampMixin, db.Model):
+    __tablename__ = "pregnancy"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    source_id: Mapped[str] = mapped_column(String(64), unique=True)
+    patient_id: Mapped[int] = mapped_column(ForeignKey("patient.id"), index=True)
+    mo_id: Mapped[int] = mapped_column(ForeignKey("mo.id"), index=True)
+    registered_on: Mapped[date] = mapped_column(Date)
+    weeks_at_registration: Mapped[int] = mapped_column(Integer)
+    days_at_registration: Mapped[int] = mapped_column(Integer, default=0)
+    multiple: Mapped[bool] = mapped_column(Boolean, default=False)
+    outcome: Mapped[str | None] = mapped_column(String(16))
+    outcome_on: Mapped[date | None] = mapped_column(Date)
+
+    patient: Mapped[Patient] = relationship(back_populates="pregnancies")
+    mo: Mapped[Mo] = relationship()
+
+    def gestational_age(self, on: date | None = None) -> str:
+        from portal.clinical.gestation import gestational_age_text
+
+        return gestational_age_text(self, on)
+
+
+class Hospitalisation(TimestampMixin, db.Model):
+    __tablename__ = "hospitalisation"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    source_id: Mapped[str] = mapped_column(String(64), unique=True)
+    patient_id: Mapped[int] = mapped_column(ForeignKey("patient.id"), index=True)
+    pregnancy_id: Mapped[int | None] = mapped_column(ForeignKey("pregnancy.id"), index=True)
+    mo_id: Mapped[int] = mapped_column(ForeignKey("mo.id"), index=True)
+    department_id: Mapped[int | None] = mapped_column(ForeignKey("department.id"))
+    admitted_at: Mapped[datetime] = mapped_column(DateTime)
+    discharged_at: Mapped[datetime | None] = mapped_column(DateTime)
+    outcome: Mapped[str | None] = mapped_column(String(16))  # pregnancy outcome inside the stay
+    payment: Mapped[str] = mapped_column(String(16), default="oms")
+
+    patient: Mapped[Patient] = relationship()
+    pregnancy: Mapped[Pregnancy | None] = relationship()
+    mo: Mapped[Mo] = relationship()
+    department: Mapped[Department | None] = relationship()
+
+
+class ClinicalEvent(TimestampMixin, db.Model):
+    """A trigger event of the source MIS (осмотр, УЗИ, выписка, извещение …)."""
+
+    __tablename__ = "clinical_event"
+    __table_args__ = (
+        Index("ix_clinical_event_mo_at", "mo_id", "at", "id"),
+        Index("ix_clinical_event_patient_at", "patient_id", "at"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    source_id: Mapped[str] = mapped_column(String(64), unique=True)
+    kind: Mapped[str] = mapped_column(String(40), index=True)
+    patient_id: Mapped[int] = mapped_column(ForeignKey("patient.id"))
+    pregnancy_id: Mapped[int | None] = mapped_column(ForeignKey("pregnancy.id"), index=True)
+    hospitalisation_id: Mapped[int | None] = mapped_column(ForeignKey("hospitalisation.id"), index=True)
+    mo_id: Mapped[int] = mapped_column(ForeignKey("mo.id"))
+    department_id: Mapped[int | None] = mapped_column(ForeignKey("department.id"))
+    doctor_id: Mapped[int | None] = mapped_column(ForeignKey("staff.id"), index=True)
+    at: Mapped[datetime] = mapped_column(DateTime)
+    care_conditions: Mapped[str | None] = mapped_column(String(2))
+    data: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+
+    patient: Mapped[Patient] = relationship()
+    pregnancy: Mapped[Pregnancy | None] = relationship()
+    hospitalisation: Mapped[Hospitalisation | None] = relationship()
+    mo: Mapped[Mo] = relationship()
+    department: Mapped[Department | None] = relationship()
+    doctor: Mapped[Staff | None] = relationship()
+
+    @property
+    def kind_label(self) -> str:
+        return EVENT_KINDS.get(self.kind, self.kind)
+
+    def gestational_age(self) -> str:
+        return self.pregnancy.gestational_age(self.at.date()) if self.pregnancy else ""

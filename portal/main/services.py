@@ -1,0 +1,48 @@
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import func
+
+from portal.admin.registry import INTEGRATIONS
+from portal.admin.services import switch_matrix
+from portal.auth.scoping import scoped
+from portal.clinical.models import ClinicalEvent, Mo, Patient, Pregnancy
+from portal.extensions import db
+
+
+def _counts(stmt) -> dict[int, int]:
+    return dict(db.session.execute(stmt).all())
+
+
+def region_summary(since: datetime) -> list[dict]:
+    """One row per visible МО: patients, current pregnancies, recent events, integrations on."""
+    mos = list(db.session.scalars(scoped(db.select(Mo).order_by(Mo.short_name), Mo.id)))
+    ids = [mo.id for mo in mos]
+    patients = _counts(db.select(Patient.mo_id, func.count()).where(Patient.mo_id.in_(ids)).group_by(Patient.mo_id))
+    pregnancies = _counts(
+        db.select(Pregnancy.mo_id, func.count())
+        .where(Pregnancy.mo_id.in_(ids), Pregnancy.outcome.is_(None))
+        .group_by(Pregnancy.mo_id)
+    )
+    events = _counts(
+        db.select(ClinicalEvent.mo_id, func.count())
+        .where(ClinicalEvent.mo_id.in_(ids), ClinicalEvent.at >= since)
+        .group_by(ClinicalEvent.mo_id)
+    )
+    switches = switch_matrix(ids)
+    rows = []
+    for mo in mos:
+        on = switches[mo.id]
+        rows.append(
+            {
+                "mo": mo,
+                "patients": patients.get(mo.id, 0),
+                "pregnancies": pregnancies.get(mo.id, 0),
+                "events": events.get(mo.id, 0),
+                "integrations": [
+                    (i.label, sum(p in on for p, _ in i.procedures), len(i.procedures)) for i in INTEGRATIONS
+                ],
+            }
+        )
+    return rows

@@ -1,0 +1,151 @@
+"""Factories for tests: real rows in the test database, with believable Russian data."""
+
+from __future__ import annotations
+
+import itertools
+from datetime import date, datetime, timedelta
+from types import SimpleNamespace
+
+from portal.auth.models import User
+from portal.auth.roles import ROLES
+from portal.clinical.identifiers import enp_check_digit, snils_check_number
+from portal.clinical.models import ClinicalEvent, Department, Hospitalisation, Mo, Patient, Pregnancy, Staff
+from portal.extensions import db
+
+PASSWORD = "test-password-1"
+_seq = itertools.count(1)
+
+
+def _n() -> int:
+    return next(_seq)
+
+
+def valid_snils(n: int) -> str:
+    first9 = f"{100_000_000 + n * 7919 % 899_999_999:09d}"
+    return first9 + snils_check_number(first9)
+
+
+def valid_enp(n: int) -> str:
+    first15 = f"35{n:013d}"
+    return first15 + enp_check_digit(first15)
+
+
+def make_mo(**kw) -> Mo:
+    n = _n()
+    values = dict(
+        source_id=f"mo-{n}", name=f"ГБУЗ «Родильный дом № {n}»", short_name=f"РД № {n}",
+        registry_number=f"35{n:04d}", f003_code=f"35{n:04d}", oid=f"1.2.643.5.1.13.13.12.2.35.{1000 + n}",
+        ogrn=f"10235000{n:05d}", inn=f"35250{n:05d}", kpp="352501001", address="г. Вологда, ул. Ленина, д. 1",
+    )
+    values.update(kw)
+    mo = Mo(**values)
+    db.session.add(mo)
+    db.session.flush()
+    return mo
+
+
+def make_department(mo: Mo, kind: str = "maternity", **kw) -> Department:
+    n = _n()
+    dep = Department(source_id=f"dep-{n}", mo_id=mo.id, name=kw.pop("name", f"Отделение {n}"), kind=kind, **kw)
+    db.session.add(dep)
+    db.session.flush()
+    return dep
+
+
+def make_staff(mo: Mo, **kw) -> Staff:
+    n = _n()
+    values = dict(
+        source_id=f"doc-{n}", mo_id=mo.id, last_name="Смирнова", first_name="Ольга", middle_name="Михайловна",
+        snils=valid_snils(n), position="врач-акушер-гинеколог", category="doctor",
+    )
+    values.update(kw)
+    staff = Staff(**values)
+    db.session.add(staff)
+    db.session.flush()
+    return staff
+
+
+def make_patient(mo: Mo, **kw) -> Patient:
+    n = _n()
+    values = dict(
+        source_id=f"pat-{n}", mo_id=mo.id, last_name="Иванова", first_name="Мария", middle_name="Петровна",
+        sex="F", birth_date=date(1994, 5, 6), snils=valid_snils(n), enp=valid_enp(n),
+        policy_kind="Э", policy_number=valid_enp(n), insurer_code="35001",
+        document_kind="14", document_series="1904", document_number=f"{n:06d}",
+        document_issued_on=date(2014, 6, 1), document_issuer="УМВД России по Вологодской области",
+        registration_address="г. Вологда, ул. Мира, д. 5, кв. 1", residence_address="г. Вологда, ул. Мира, д. 5, кв. 1",
+        social_status="working", phone="+7 900 000-00-00",
+    )
+    values.update(kw)
+    patient = Patient(**values)
+    db.session.add(patient)
+    db.session.flush()
+    return patient
+
+
+def make_pregnancy(patient: Patient, **kw) -> Pregnancy:
+    n = _n()
+    values = dict(
+        source_id=f"preg-{n}", patient_id=patient.id, mo_id=patient.mo_id,
+        registered_on=date.today() - timedelta(days=100), weeks_at_registration=8, multiple=False,
+    )
+    values.update(kw)
+    pregnancy = Pregnancy(**values)
+    db.session.add(pregnancy)
+    db.session.flush()
+    return pregnancy
+
+
+def make_hospitalisation(patient: Patient, department: Department, **kw) -> Hospitalisation:
+    n = _n()
+    values = dict(
+        source_id=f"hosp-{n}", patient_id=patient.id, mo_id=department.mo_id, department_id=department.id,
+        admitted_at=datetime.now().replace(microsecond=0) - timedelta(days=3), payment="oms",
+    )
+    values.update(kw)
+    hosp = Hospitalisation(**values)
+    db.session.add(hosp)
+    db.session.flush()
+    return hosp
+
+
+def make_event(patient: Patient, kind: str = "exam_primary", **kw) -> ClinicalEvent:
+    n = _n()
+    values = dict(
+        source_id=f"ev-{n}", kind=kind, patient_id=patient.id, mo_id=patient.mo_id,
+        at=datetime.now().replace(microsecond=0) - timedelta(days=1), care_conditions="3", data={},
+    )
+    values.update(kw)
+    event = ClinicalEvent(**values)
+    db.session.add(event)
+    db.session.flush()
+    return event
+
+
+def make_user(role: str, mo: Mo | None, login: str | None = None, **kw) -> User:
+    n = _n()
+    user = User(
+        login=login or f"{role}-{n}", full_name=kw.pop("full_name", f"Пользователь {n} ({ROLES[role]})"),
+        role=role, mo_id=mo.id if mo else None, **kw,
+    )
+    user.set_password(PASSWORD)
+    db.session.add(user)
+    db.session.flush()
+    return user
+
+
+def make_region() -> SimpleNamespace:
+    """Two МО, each with a department, a doctor, two patients and one user of every role."""
+    mos = []
+    for _ in range(2):
+        mo = make_mo()
+        dep = make_department(mo)
+        doctor = make_staff(mo)
+        patients = [make_patient(mo), make_patient(mo, last_name="Петрова", first_name="Анна")]
+        pregnancy = make_pregnancy(patients[0])
+        event = make_event(patients[0], pregnancy_id=pregnancy.id, department_id=dep.id, doctor_id=doctor.id)
+        users = {role: make_user(role, mo) for role in ROLES}
+        mos.append(SimpleNamespace(mo=mo, department=dep, doctor=doctor, patients=patients,
+                                   pregnancy=pregnancy, event=event, users=users))
+    db.session.commit()
+    return SimpleNamespace(a=mos[0], b=mos[1], central=mos[0].users["central_admin"])
