@@ -1,0 +1,1 @@
+"""Demo region: `flask portal demo-data` and `flask portal demo-logins` (being written)."""

@@ -1,0 +1,1 @@
+"""`flask portal import FILE.jsonl` (being written)."""
