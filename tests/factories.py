@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import functools
 import itertools
 from datetime import date, datetime, timedelta
 from types import SimpleNamespace
+
+from werkzeug.security import generate_password_hash
 
 from portal.auth.models import User
 from portal.auth.roles import ROLES
@@ -122,13 +125,19 @@ def make_event(patient: Patient, kind: str = "exam_primary", **kw) -> ClinicalEv
     return event
 
 
+@functools.cache
+def _password_hash() -> str:
+    """Hashing is deliberately slow; tests reuse one hash of the shared test password."""
+    return generate_password_hash(PASSWORD)
+
+
 def make_user(role: str, mo: Mo | None, login: str | None = None, **kw) -> User:
     n = _n()
     user = User(
         login=login or f"{role}-{n}", full_name=kw.pop("full_name", f"Пользователь {n} ({ROLES[role]})"),
         role=role, mo_id=mo.id if mo else None, **kw,
     )
-    user.set_password(PASSWORD)
+    user.password_hash = _password_hash()
     db.session.add(user)
     db.session.flush()
     return user
