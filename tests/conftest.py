@@ -74,7 +74,8 @@ def csrf_token(client, url: str = "/") -> str:
 
 
 def login(client, user, password: str = factories.PASSWORD):
-    client.get("/logout")  # GET is refused (405), harmless: keeps the helper simple
+    with client.session_transaction() as session:  # start from a logged-out session
+        session.clear()
     page = client.get("/login").get_data(as_text=True)
     token = re.search(r'name="csrf_token" value="([^"]+)"', page).group(1)
     response = client.post("/login", data={"login": user.login, "password": password, "csrf_token": token})
