@@ -7,6 +7,8 @@ import os
 import re
 
 import pytest
+from flask import g
+from flask.testing import FlaskClient
 from sqlalchemy import text
 
 from portal import create_app
@@ -55,8 +57,22 @@ def app(request):
         db.engine.dispose()
 
 
+class PortalClient(FlaskClient):
+    """Test client whose requests do not inherit the test's logged-in user.
+
+    The `app` fixture keeps an application context open for the whole test, and Flask reuses
+    it for requests; Flask-Login and Flask-WTF cache the user and the CSRF token in `g`, so
+    each request starts with an empty `g`, as it would in a server.
+    """
+
+    def open(self, *args, **kwargs):
+        vars(g).clear()
+        return super().open(*args, **kwargs)
+
+
 @pytest.fixture
 def client(app):
+    app.test_client_class = PortalClient
     return app.test_client()
 
 

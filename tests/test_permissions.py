@@ -1,0 +1,161 @@
+"""Permission matrix: every role × every page, fragment and action of the portal.
+
+A role without the capability of a view gets the Russian 403; a user of one МО never reads
+or changes another МО's data. A new route with an argument this file does not know fails the
+test on purpose: add a sample for it below.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import date, timedelta
+
+from flask import url_for
+
+from portal.admin.models import Certificate
+from portal.auth.models import ApiToken, hash_token
+from portal.auth.roles import ROLES, role_can
+from portal.extensions import db
+from tests.conftest import login
+
+PUBLIC = {"static", "auth.login", "main.healthz"}
+SKIP_PREFIXES = ("api.",)  # the API authenticates by bearer token: tests/clinical/test_api.py
+
+
+def _certificate(mo_id: int) -> Certificate:
+    cert = Certificate(
+        purpose="mo", mo_id=mo_id, subject="CN=Test", serial="1", valid_from=date.today() - timedelta(days=1),
+        valid_to=date.today() + timedelta(days=100), cert_pem="-----BEGIN CERTIFICATE-----\n-----END CERTIFICATE-----",
+    )
+    db.session.add(cert)
+    db.session.flush()
+    return cert
+
+
+def _samples(region):
+    """Values for URL arguments: the object of МО «a» (own) and of МО «b» (other), or a global one."""
+    token = ApiToken(name="matrix", token_hash=hash_token("matrix-token"), prefix="matrix-t")
+    db.session.add(token)
+    certs = {side: _certificate(getattr(region, side).mo.id) for side in ("a", "b")}
+    db.session.commit()
+    owned = {
+        "patient_id": lambda s: s.patients[0].id,
+        "mo_id": lambda s: s.mo.id,
+        "user_id": lambda s: s.users["doctor"].id,
+        "certificate_id": lambda s: certs["a" if s is region.a else "b"].id,
+        "cert_id": lambda s: certs["a" if s is region.a else "b"].id,
+    }
+    shared = {"token_id": token.id, "key": "iemk"}
+    return owned, shared
+
+
+def _rules(app):
+    for rule in app.url_map.iter_rules():
+        if rule.endpoint in PUBLIC or rule.endpoint.startswith(SKIP_PREFIXES):
+            continue
+        yield rule
+
+
+def _url(app, rule, side, owned, shared):
+    values = {}
+    for arg in rule.arguments:
+        if arg in owned:
+            values[arg] = owned[arg](side)
+        elif arg in shared:
+            values[arg] = shared[arg]
+        else:
+            raise AssertionError(f"{rule.rule}: no sample for argument «{arg}» — add it to tests/test_permissions.py")
+    with app.test_request_context():
+        return url_for(rule.endpoint, **values)
+
+
+def _expected(app, rule, role):
+    view = app.view_functions[rule.endpoint]
+    capability = getattr(view, "capability", None)
+    return 200 if capability is None or role_can(role, capability) else 403
+
+
+def _csrf(client):
+    page = client.get("/").get_data(as_text=True)
+    return re.search(r'name="csrf-token" content="([^"]+)"', page).group(1)
+
+
+def test_every_page_and_fragment_for_every_role(app, client, region):
+    owned, shared = _samples(region)
+    problems = []
+    for role in ROLES:
+        user = region.a.users[role]
+        login(client, user)
+        for rule in _rules(app):
+            if "GET" not in rule.methods:
+                continue
+            url = _url(app, rule, region.a, owned, shared)
+            expected = _expected(app, rule, role)
+            for headers in ({}, {"HX-Request": "true", "HX-Target": "results"}):
+                status = client.get(url, headers=headers).status_code
+                ok = status == expected or (expected == 200 and status in (302, 303))
+                if not ok:
+                    problems.append(f"{role} GET {url} {headers and 'HX'}: {status}, expected {expected}")
+    assert not problems, "\n".join(problems)
+
+
+def test_other_mo_objects_are_forbidden(app, client, region):
+    owned, shared = _samples(region)
+    problems = []
+    for role in ROLES:
+        if role == "central_admin":
+            continue
+        login(client, region.a.users[role])
+        token = _csrf(client)
+        for rule in _rules(app):
+            if not set(rule.arguments) & set(owned) or _expected(app, rule, role) == 403:
+                continue
+            url = _url(app, rule, region.b, owned, shared)
+            for method in sorted(rule.methods & {"GET", "POST"}):
+                if method == "GET":
+                    status = client.get(url).status_code
+                else:
+                    status = client.post(url, data={"csrf_token": token}).status_code
+                if status not in (403, 404):
+                    problems.append(f"{role} {method} {url} (other МО): {status}")
+    assert not problems, "\n".join(problems)
+
+
+def test_central_admin_reaches_other_mo_objects(app, client, region):
+    owned, shared = _samples(region)
+    login(client, region.central)
+    problems = []
+    for rule in _rules(app):
+        if "GET" not in rule.methods or not set(rule.arguments) & set(owned):
+            continue
+        url = _url(app, rule, region.b, owned, shared)
+        status = client.get(url).status_code
+        if status not in (200, 302):
+            problems.append(f"central GET {url}: {status}")
+    assert not problems, "\n".join(problems)
+
+
+def test_actions_refused_to_roles_without_the_capability(app, client, region):
+    owned, shared = _samples(region)
+    problems = []
+    for role in ROLES:
+        login(client, region.a.users[role])
+        token = _csrf(client)
+        for rule in _rules(app):
+            if "POST" not in rule.methods or rule.endpoint == "auth.logout":
+                continue
+            if _expected(app, rule, role) != 403:
+                continue
+            url = _url(app, rule, region.a, owned, shared)
+            status = client.post(url, data={"csrf_token": token}).status_code
+            if status != 403:
+                problems.append(f"{role} POST {url}: {status}, expected 403")
+    assert not problems, "\n".join(problems)
+
+
+def test_anonymous_is_sent_to_login(app, client, region):
+    owned, shared = _samples(region)
+    for rule in _rules(app):
+        if "GET" in rule.methods:
+            response = client.get(_url(app, rule, region.a, owned, shared))
+            assert response.status_code == 302 and "/login" in response.headers["Location"], rule.rule
