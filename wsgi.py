@@ -1,5 +1,82 @@
-"""The one place that builds the app for a server (gunicorn wsgi:app)."""
+"""The one place that builds the app for a server (gunicorn wsgi:app).
+
+With RUN_SERVICES (PORTAL_RUN_SERVICES=1, set by `make run`) it also starts the scheduler and
+the simulators of the outside systems — in one process only, however many gunicorn workers
+import this module: each worker tries a non-blocking lock under the instance directory and
+only the one that gets it starts them, holding the lock until it exits. Do not run gunicorn
+with --preload: the master would take the lock and its threads would not survive the fork.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import os
+
+from flask import Flask
 
 from portal import create_app
 
+log = logging.getLogger("wsgi")
+
+
+def _configure_logging() -> None:
+    """INFO lines of the portal, the jobs and the simulators on stderr, beside gunicorn's."""
+    root = logging.getLogger()
+    if not root.handlers:
+        logging.basicConfig(
+            level=logging.INFO,
+            format="%(asctime)s [%(process)d] [%(levelname)s] %(name)s: %(message)s",
+        )
+    logging.getLogger("apscheduler").setLevel(logging.WARNING)  # the jobs log their own runs
+
+
+def start_services(app: Flask) -> bool:
+    """Start the scheduler and the simulators if enabled and this process wins the lock."""
+    config = app.config
+    want_scheduler = bool(config.get("SCHEDULER_ENABLED"))
+    want_simulators = bool(config.get("SIMULATORS_ENABLED"))
+    if not config.get("RUN_SERVICES") or not (want_scheduler or want_simulators):
+        return False
+
+    from jobs.scheduler import acquire_services_lock, release_services_lock, start_scheduler
+
+    pid = os.getpid()
+    lock = acquire_services_lock(app.instance_path)
+    if lock is None:
+        log.info("Процесс %s: блокировка служб занята другим процессом, планировщик и симуляторы не запускаю", pid)
+        return False
+    log.info("Процесс %s взял блокировку служб: запускаю %s", pid,
+             " и ".join(n for n, on in (("планировщик", want_scheduler), ("симуляторы", want_simulators)) if on))
+
+    server = scheduler = None
+    if want_simulators:
+        from simulators import start_simulators
+
+        try:
+            server, base_url = start_simulators(
+                config["SIMULATORS_PORT"], config={"PORTAL_URL": f"http://127.0.0.1:{config['PORT']}"}
+            )
+            log.info("Процесс %s: симуляторы внешних систем на %s", pid, base_url)
+        except OSError as error:  # the port is taken: the portal still serves, say why loudly
+            log.error("Процесс %s: симуляторы не запущены (порт %s): %s", pid, config["SIMULATORS_PORT"], error)
+    if want_scheduler:
+        scheduler = start_scheduler(app)
+        log.info("Процесс %s: планировщик запущен, заданий: %s", pid, len(scheduler.get_jobs()))
+
+    def _stop() -> None:
+        if scheduler is not None:
+            scheduler.shutdown(wait=False)
+        if server is not None:
+            server.shutdown()
+        release_services_lock(lock)
+        log.info("Процесс %s: планировщик и симуляторы остановлены", pid)
+
+    atexit.register(_stop)
+    app.extensions["services"] = {"lock": lock, "scheduler": scheduler, "simulators": server}
+    return True
+
+
+_configure_logging()
 app = create_app()
+start_services(app)

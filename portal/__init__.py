@@ -28,6 +28,7 @@ def create_app(config: type[Config] | dict[str, Any] | None = None) -> Flask:
         app.config.from_object(config)
     Path(app.instance_path).mkdir(parents=True, exist_ok=True)
 
+    import portal.clinical.models  # noqa: F401  (first: avoids the admin → clinical → auth → admin import cycle)
     import portal.models  # noqa: F401  (every table known before migrations or queries)
 
     db.init_app(app)

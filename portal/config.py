@@ -60,6 +60,7 @@ class Config:
     SIMULATORS_PORT = _env_int("SIMULATORS_PORT", 8001)
     SIMULATORS_ENABLED = _env_bool("SIMULATORS", True)
     SCHEDULER_ENABLED = _env_bool("SCHEDULER", True)
+    RUN_SERVICES = _env_bool("RUN_SERVICES", False)  # set by `make run`: wsgi.py starts scheduler and simulators
     WORKERS = _env_int("WORKERS", 2)
 
     DEMO_PASSWORD = _env("DEMO_PASSWORD", "demo-2026")
