@@ -28,7 +28,6 @@ def create_app(config: type[Config] | dict[str, Any] | None = None) -> Flask:
         app.config.from_object(config)
     Path(app.instance_path).mkdir(parents=True, exist_ok=True)
 
-    import portal.clinical.models  # noqa: F401  (first: avoids the admin → clinical → auth → admin import cycle)
     import portal.models  # noqa: F401  (every table known before migrations or queries)
 
     db.init_app(app)
@@ -65,11 +64,17 @@ def _sqlite_pragmas(dbapi_connection, _record) -> None:
 
 
 def _register_blueprints(app: Flask) -> None:
+    # Importing a feature's views registers them on its blueprint.
     from portal.admin import bp as admin_bp
+    from portal.admin import routes as _admin_views  # noqa: F401
     from portal.auth import bp as auth_bp
+    from portal.auth import routes as _auth_views  # noqa: F401
+    from portal.clinical import api as _api_views  # noqa: F401
     from portal.clinical import api_bp
     from portal.clinical import bp as clinical_bp
+    from portal.clinical import routes as _clinical_views  # noqa: F401
     from portal.main import bp as main_bp
+    from portal.main import routes as _main_views  # noqa: F401
 
     for blueprint in (auth_bp, main_bp, clinical_bp, api_bp, admin_bp):
         app.register_blueprint(blueprint)

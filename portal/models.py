@@ -1,8 +1,9 @@
-"""Imports every feature's models so that metadata (and Alembic) sees all tables."""
+"""Imports every feature's models so that metadata (and Alembic) sees all tables.
 
-from portal.admin.models import AuditLog, Certificate, MoIntegration, Setting  # noqa: F401
-from portal.auth.models import ApiToken, LoginFailure, User  # noqa: F401
-from portal.clinical.models import (  # noqa: F401
+Clinical models come first: admin and auth models refer to them.
+"""
+
+from portal.clinical.models import (  # noqa: F401, I001
     ClinicalEvent,
     Department,
     Hospitalisation,
@@ -11,3 +12,5 @@ from portal.clinical.models import (  # noqa: F401
     Pregnancy,
     Staff,
 )
+from portal.admin.models import AuditLog, Certificate, MoIntegration, Setting  # noqa: F401
+from portal.auth.models import ApiToken, LoginFailure, User  # noqa: F401

@@ -159,3 +159,13 @@ def test_anonymous_is_sent_to_login(app, client, region):
         if "GET" in rule.methods:
             response = client.get(_url(app, rule, region.a, owned, shared))
             assert response.status_code == 302 and "/login" in response.headers["Location"], rule.rule
+
+
+def test_mo_user_without_an_mo_sees_nothing(app, client, region):
+    doctor = region.a.users["doctor"]
+    doctor.mo_id = None
+    db.session.commit()
+    login(client, doctor)
+    page = client.get("/clinical/patients").get_data(as_text=True)
+    assert "Пациенты не найдены" in page
+    assert client.get(f"/clinical/patients/{region.a.patients[0].id}").status_code == 403

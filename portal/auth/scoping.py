@@ -10,7 +10,7 @@ from typing import Any, TypeVar
 
 from flask import abort
 from flask_login import current_user
-from sqlalchemy import Select
+from sqlalchemy import Select, false
 
 from portal.clinical.models import Mo
 from portal.extensions import db
@@ -29,14 +29,21 @@ def visible_mo_id(user: Any = None) -> int | None:
 
 
 def scoped(stmt: Select, mo_column: Any, user: Any = None) -> Select:
-    """Limit a select to the user's МО unless they are a central administrator."""
-    mo_id = visible_mo_id(user)
-    return stmt if mo_id is None else stmt.where(mo_column == mo_id)
+    """Limit a select to the user's МО unless they are a central administrator.
+
+    A non-central user without an МО sees nothing rather than everything.
+    """
+    user = _user(user)
+    if user.is_central:
+        return stmt
+    return stmt.where(false()) if user.mo_id is None else stmt.where(mo_column == user.mo_id)
 
 
 def may_see_mo(mo_id: int | None, user: Any = None) -> bool:
-    own = visible_mo_id(user)
-    return own is None or (mo_id is not None and mo_id == own)
+    user = _user(user)
+    if user.is_central:
+        return True
+    return mo_id is not None and user.mo_id is not None and mo_id == user.mo_id
 
 
 def check_mo(mo_id: int | None, user: Any = None) -> None:
