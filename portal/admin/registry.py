@@ -12,25 +12,24 @@ from dataclasses import dataclass
 class Integration:
     key: str
     label: str
+    short: str  # column heading and summary pill
     procedures: tuple[tuple[str, str], ...]  # (procedure key, label); ИЭМК has two
     default_on: bool = False  # switched on for an МО that arrives through intake
 
 
 INTEGRATIONS: tuple[Integration, ...] = (
     # Sending to ВИМИС is mandatory: on by default, off only for an outage or a transition.
-    Integration("vimis", "ВИМИС «АКиНЕО»", (("vimis", "Отправка СЭМД в ВИМИС"),), default_on=True),
-    Integration(
-        "iemk",
-        "ИЭМК ЕГИСЗ",
+    Integration("vimis", "ВИМИС «АКиНЕО»", "ВИМИС", (("vimis", "Отправка СЭМД в ВИМИС"),), default_on=True),
+    Integration("iemk", "ИЭМК ЕГИСЗ", "ИЭМК",
         (("iemk_collect", "Сбор подписанных СЭМД"), ("iemk_upload", "Выгрузка документов в ИЭМК")),
     ),
-    Integration("ers", "ФСС: электронный родовой сертификат", (("ers", "Обмен с ФСС ЭРС"),)),
-    Integration("tfoms_identification", "ТФОМС: пакетная идентификация", (("tfoms_identification", "Идентификация"),)),
-    Integration("tfoms_hospitalisation", "ТФОМС: госпитализация (приказ 263)", (("tfoms_hospitalisation", "Пакеты 263"),)),
-    Integration("tfoms_attachment", "ТФОМС: прикрепление", (("tfoms_attachment", "Прикрепление"),)),
-    Integration("tfoms_dispensary", "ТФОМС: диспансерное наблюдение", (("tfoms_dispensary", "Диспансерное наблюдение"),)),
-    Integration("tfoms_insurance", "ТФОМС: страховая принадлежность", (("tfoms_insurance", "Страховая принадлежность"),)),
-    Integration("tfoms_prof", "ТФОМС: планы профилактических мероприятий", (("tfoms_prof", "Планы профилактики"),)),
+    Integration("ers", "ФСС: электронный родовой сертификат", "ЭРС", (("ers", "Обмен с ФСС ЭРС"),)),
+    Integration("tfoms_identification", "ТФОМС: пакетная идентификация", "Идентиф.", (("tfoms_identification", "Идентификация"),)),
+    Integration("tfoms_hospitalisation", "ТФОМС: госпитализация (приказ 263)", "Госпит.", (("tfoms_hospitalisation", "Пакеты 263"),)),
+    Integration("tfoms_attachment", "ТФОМС: прикрепление", "Прикреп.", (("tfoms_attachment", "Прикрепление"),)),
+    Integration("tfoms_dispensary", "ТФОМС: диспансерное наблюдение", "Д-набл.", (("tfoms_dispensary", "Диспансерное наблюдение"),)),
+    Integration("tfoms_insurance", "ТФОМС: страховая принадлежность", "Страх.", (("tfoms_insurance", "Страховая принадлежность"),)),
+    Integration("tfoms_prof", "ТФОМС: планы профилактических мероприятий", "Профил.", (("tfoms_prof", "Планы профилактики"),)),
 )
 INTEGRATIONS_BY_KEY = {i.key: i for i in INTEGRATIONS}
 PROCEDURE_TO_INTEGRATION = {p: i for i in INTEGRATIONS for p, _ in i.procedures}

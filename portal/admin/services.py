@@ -161,17 +161,7 @@ class AdminError(Exception):
     """A refused administrative change; the message is shown to the user as is."""
 
 
-SHORT_LABELS: dict[str, str] = {
-    "vimis": "ВИМИС",
-    "iemk": "ИЭМК",
-    "ers": "ЭРС",
-    "tfoms_identification": "Идентиф.",
-    "tfoms_hospitalisation": "Госпит.",
-    "tfoms_attachment": "Прикреп.",
-    "tfoms_dispensary": "Д-набл.",
-    "tfoms_insurance": "Страх.",
-    "tfoms_prof": "Профил.",
-}
+SHORT_LABELS: dict[str, str] = {i.key: i.short for i in INTEGRATIONS}
 GROUP_LABELS: dict[str, str] = {"tfoms": "ТФОМС"}
 VIMIS_OFF_HINT = (
     "Отправка СЭМД в ВИМИС обязательна. Выключайте её только на время сбоя или перехода "

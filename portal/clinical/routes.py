@@ -10,8 +10,21 @@ from flask_login import current_user
 from portal.auth.access import requires
 from portal.auth.scoping import filter_mo_id, get_scoped, mo_choices
 from portal.clinical import bp
-from portal.clinical.models import CARE_CONDITIONS, DOCUMENT_KINDS, EVENT_KINDS, OUTCOME_KINDS, SOCIAL_STATUSES, Patient
-from portal.clinical.services import current_pregnancies, data_problems, patient_card, search_events, search_patients
+from portal.clinical.models import (
+    CARE_CONDITIONS,
+    DOCUMENT_KINDS,
+    EVENT_KINDS,
+    OUTCOME_KINDS,
+    SOCIAL_STATUSES,
+    Patient,
+)
+from portal.clinical.services import (
+    current_pregnancies,
+    data_problems,
+    patient_card,
+    search_events,
+    search_patients,
+)
 
 
 def _fragment_or_page(fragment: str, template: str, **context):

@@ -41,7 +41,7 @@ def region_summary(since: datetime) -> list[dict]:
                 "pregnancies": pregnancies.get(mo.id, 0),
                 "events": events.get(mo.id, 0),
                 "integrations": [
-                    (i.label, sum(p in on for p, _ in i.procedures), len(i.procedures)) for i in INTEGRATIONS
+                    (i.short, i.label, sum(p in on for p, _ in i.procedures), len(i.procedures)) for i in INTEGRATIONS
                 ],
             }
         )
