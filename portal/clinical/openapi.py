@@ -1,0 +1,184 @@
+"""OpenAPI 3.0 description of the intake API, built from the same field specifications that validate.
+
+Served at /api/v1/openapi.json; nothing here is written by hand per field, so the document
+always says what the code accepts.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from portal.clinical.intake import ORDER, RECORD_TYPES
+
+SCHEMA_NAMES = {
+    "mo": "MoRecord",
+    "department": "DepartmentRecord",
+    "staff": "StaffRecord",
+    "patient": "PatientRecord",
+    "pregnancy": "PregnancyRecord",
+    "hospitalisation": "HospitalisationRecord",
+    "event": "EventRecord",
+}
+
+DESCRIPTION = """\
+Приём данных из региональной МИС мониторинга беременных (X-5): МО, отделения, медицинские
+работники, пациенты, беременности, госпитализации и клинические события.
+
+* Каждая запись несёт идентификатор исходной системы `id`; повторная отправка записи с тем же
+  `type` и `id` обновляет её и никогда не создаёт дубликат. Запись передаётся целиком:
+  отсутствующее необязательное поле означает «нет значения».
+* Запись ссылается на другие по их `id` — в этом же пакете (в любом порядке) или отправленные
+  раньше. Записи обрабатываются в порядке зависимостей: mo, department, staff, patient,
+  pregnancy, hospitalisation, event.
+* Ответ содержит результат по каждой записи в порядке пакета: `stored` или `refused` с полем и
+  причиной на русском языке. Корректные записи пакета сохраняются, даже если другие отклонены;
+  запись, ссылающаяся на отклонённую или неизвестную, отклоняется с указанием поля ссылки.
+* Пакет, который нельзя прочитать (некорректный JSON, нет списка `records`), отклоняется целиком
+  с кодом 400, слишком большой — с кодом 413; в этих случаях ничего не сохраняется.
+* СНИЛС проверяется только по формату (11 цифр, допускается запись `112-233-445 95`):
+  запись с неверной контрольной суммой сохраняется, а ошибку покажут проверки ВИМИС и ФСС.
+* Даты — `ГГГГ-ММ-ДД`, дата и время — `ГГГГ-ММ-ДДTЧЧ:ММ:СС` (местное время региона).
+"""
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _record_schema(type_name: str) -> dict[str, Any]:
+    rtype = RECORD_TYPES[type_name]
+    properties: dict[str, Any] = {
+        "type": {"type": "string", "enum": [type_name], "description": "Тип записи"},
+        "id": {"type": "string", "maxLength": 64, "description": "Идентификатор записи в исходной системе"},
+    }
+    for f in rtype.fields:
+        properties[f.name] = f.schema()
+    required = ["type", "id"] + [f.name for f in rtype.fields if f.required]
+    return {
+        "type": "object",
+        "title": rtype.label,
+        "required": required,
+        "properties": properties,
+        "additionalProperties": True,
+    }
+
+
+def build_document(max_records: int) -> dict[str, Any]:
+    schemas: dict[str, Any] = {SCHEMA_NAMES[name]: _record_schema(name) for name in ORDER}
+    schemas["Record"] = {
+        "oneOf": [_ref(SCHEMA_NAMES[name]) for name in ORDER],
+        "discriminator": {
+            "propertyName": "type",
+            "mapping": {name: f"#/components/schemas/{SCHEMA_NAMES[name]}" for name in ORDER},
+        },
+    }
+    schemas["Batch"] = {
+        "type": "object",
+        "required": ["records"],
+        "properties": {
+            "records": {
+                "type": "array",
+                "maxItems": max_records,
+                "items": _ref("Record"),
+                "description": f"Записи пакета, не более {max_records}",
+            }
+        },
+    }
+    schemas["StoredResult"] = {
+        "type": "object",
+        "required": ["type", "id", "status"],
+        "properties": {
+            "type": {"type": "string", "enum": list(ORDER)},
+            "id": {"type": "string"},
+            "status": {"type": "string", "enum": ["stored"]},
+        },
+    }
+    schemas["RefusedResult"] = {
+        "type": "object",
+        "required": ["type", "id", "status", "field", "message"],
+        "properties": {
+            "type": {"type": "string", "nullable": True, "description": "null, если тип не распознан"},
+            "id": {"type": "string", "nullable": True},
+            "status": {"type": "string", "enum": ["refused"]},
+            "field": {
+                "type": "string",
+                "nullable": True,
+                "description": "Поле с ошибкой; вложенные — через точку: policy.number, data.kas_status",
+                "example": "snils",
+            },
+            "message": {
+                "type": "string",
+                "description": "Причина на русском языке",
+                "example": "«СНИЛС»: ожидается 11 цифр (например, 112-233-445 95), получено «1122»",
+            },
+        },
+    }
+    schemas["BatchResult"] = {
+        "type": "object",
+        "required": ["results"],
+        "properties": {
+            "results": {
+                "type": "array",
+                "description": "По одному результату на запись, в порядке пакета",
+                "items": {"oneOf": [_ref("StoredResult"), _ref("RefusedResult")]},
+            }
+        },
+    }
+    schemas["Error"] = {
+        "type": "object",
+        "required": ["error", "message"],
+        "properties": {
+            "error": {"type": "string", "example": "Некорректный запрос"},
+            "message": {"type": "string", "example": "Тело запроса не является корректным JSON (строка 1, столбец 2)."},
+        },
+    }
+
+    def error(description: str) -> dict[str, Any]:
+        return {"description": description, "content": {"application/json": {"schema": _ref("Error")}}}
+
+    return {
+        "openapi": "3.0.3",
+        "info": {"title": "Портал: приём данных из МИС", "version": "1.0.0", "description": DESCRIPTION},
+        "servers": [{"url": "/api/v1"}],
+        "paths": {
+            "/records": {
+                "post": {
+                    "operationId": "postRecords",
+                    "summary": "Принять пакет записей",
+                    "security": [{"bearerAuth": []}],
+                    "requestBody": {
+                        "required": True,
+                        "content": {"application/json": {"schema": _ref("Batch")}},
+                    },
+                    "responses": {
+                        "200": {
+                            "description": "Пакет обработан: результат по каждой записи",
+                            "content": {"application/json": {"schema": _ref("BatchResult")}},
+                        },
+                        "400": error("Некорректный JSON, не объект или нет списка records; ничего не сохранено"),
+                        "401": error("Нет токена или токен недействителен"),
+                        "413": error(f"Больше {max_records} записей или слишком большое тело запроса; ничего не сохранено"),
+                    },
+                }
+            },
+            "/openapi.json": {
+                "get": {
+                    "operationId": "getOpenApi",
+                    "summary": "Это описание API",
+                    "security": [],
+                    "responses": {"200": {"description": "Документ OpenAPI 3.0", "content": {"application/json": {}}}},
+                }
+            },
+        },
+        "components": {
+            "schemas": schemas,
+            "securitySchemes": {
+                "bearerAuth": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": "Токен выдаётся в разделе «Администрирование» портала",
+                }
+            },
+        },
+        "security": [{"bearerAuth": []}],
+    }
