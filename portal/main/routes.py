@@ -6,7 +6,7 @@ from flask import render_template
 from flask_login import login_required
 
 from portal.main import bp
-from portal.main.services import region_summary
+from portal.main.services import region_summary, service_health
 from portal.models_base import utcnow
 
 
@@ -19,4 +19,7 @@ def index():
 
 @bp.get("/healthz")
 def healthz():
-    return {"status": "ok"}
+    """For monitoring: the database and, when configured, the ТФОМС broker answer."""
+    checks = service_health()
+    healthy = all(check["ok"] for check in checks.values())
+    return {"status": "ok" if healthy else "error", "checks": checks}, 200 if healthy else 503

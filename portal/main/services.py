@@ -2,7 +2,9 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import func
+from flask import current_app
+from kombu import Connection
+from sqlalchemy import func, text
 
 from portal.admin.registry import INTEGRATIONS
 from portal.admin.services import switch_matrix
@@ -46,3 +48,25 @@ def region_summary(since: datetime) -> list[dict]:
             }
         )
     return rows
+
+
+def service_health() -> dict[str, dict]:
+    """Reachability of what the portal cannot work without; messages in Russian."""
+    checks: dict[str, dict] = {}
+    try:
+        db.session.execute(text("SELECT 1"))
+        checks["database"] = {"ok": True, "message": "База данных доступна"}
+    except Exception as exc:  # noqa: BLE001 - any failure means «unavailable»
+        db.session.rollback()
+        checks["database"] = {"ok": False, "message": f"База данных недоступна: {exc.__class__.__name__}"}
+    url = current_app.config.get("AMQP_URL")
+    if url:
+        try:
+            with Connection(url, connect_timeout=3) as connection:
+                connection.ensure_connection(max_retries=1)
+            checks["broker"] = {"ok": True, "message": "Брокер сообщений ТФОМС доступен"}
+        except Exception as exc:  # noqa: BLE001
+            checks["broker"] = {"ok": False, "message": f"Брокер сообщений ТФОМС недоступен: {exc.__class__.__name__}"}
+    else:
+        checks["broker"] = {"ok": True, "message": "Брокер не настроен: пакеты ТФОМС хранятся в базе портала"}
+    return checks
