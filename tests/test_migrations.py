@@ -90,7 +90,8 @@ def test_migrated_sqlite_database_serves_the_portal(tmp_path):
     with app.app_context():
         flask_migrate.upgrade()
         client = app.test_client()
-        assert client.get("/healthz").get_json() == {"status": "ok"}
+        health = client.get("/healthz").get_json()
+        assert health["status"] == "ok" and health["checks"]["database"]["ok"]
         assert "Войти" in client.get("/login").get_data(as_text=True)
         assert db.session.execute(text("PRAGMA journal_mode")).scalar() == "wal"
         db.session.remove()
