@@ -170,7 +170,10 @@ class Staff(TimestampMixin, db.Model):
 
 class Patient(TimestampMixin, db.Model):
     __tablename__ = "patient"
-    __table_args__ = (Index("ix_patient_mo_name", "mo_id", "last_name", "first_name", "id"),)
+    __table_args__ = (
+        Index("ix_patient_mo_name", "mo_id", "last_name", "first_name", "id"),
+        Index("ix_patient_name", "last_name", "first_name", "id"),  # region-wide list for ЦОД
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     source_id: Mapped[str] = mapped_column(String(64), unique=True)
@@ -255,6 +258,7 @@ class ClinicalEvent(TimestampMixin, db.Model):
     __tablename__ = "clinical_event"
     __table_args__ = (
         Index("ix_clinical_event_mo_at", "mo_id", "at", "id"),
+        Index("ix_clinical_event_at", "at", "id"),  # region-wide journal for ЦОД
         Index("ix_clinical_event_patient_at", "patient_id", "at"),
     )
 

@@ -1,8 +1,8 @@
 """initial schema
 
-Revision ID: ea409dffc752
+Revision ID: 3c80fa103c94
 Revises: 
-Create Date: 2026-11-24 02:20:11.865171
+Create Date: 2026-11-24 02:55:46.580908
 
 """
 from alembic import op
@@ -10,7 +10,7 @@ import sqlalchemy as sa
 
 
 # revision identifiers, used by Alembic.
-revision = 'ea409dffc752'
+revision = '3c80fa103c94'
 down_revision = None
 branch_labels = None
 depends_on = None
@@ -110,6 +110,7 @@ def upgrade():
         batch_op.create_index(batch_op.f('ix_patient_enp'), ['enp'], unique=False)
         batch_op.create_index(batch_op.f('ix_patient_mo_id'), ['mo_id'], unique=False)
         batch_op.create_index('ix_patient_mo_name', ['mo_id', 'last_name', 'first_name', 'id'], unique=False)
+        batch_op.create_index('ix_patient_name', ['last_name', 'first_name', 'id'], unique=False)
         batch_op.create_index(batch_op.f('ix_patient_snils'), ['snils'], unique=False)
 
     op.create_table('setting',
@@ -288,6 +289,7 @@ def upgrade():
     sa.UniqueConstraint('source_id', name=op.f('uq_clinical_event_source_id'))
     )
     with op.batch_alter_table('clinical_event', schema=None) as batch_op:
+        batch_op.create_index('ix_clinical_event_at', ['at', 'id'], unique=False)
         batch_op.create_index(batch_op.f('ix_clinical_event_doctor_id'), ['doctor_id'], unique=False)
         batch_op.create_index(batch_op.f('ix_clinical_event_hospitalisation_id'), ['hospitalisation_id'], unique=False)
         batch_op.create_index(batch_op.f('ix_clinical_event_kind'), ['kind'], unique=False)
@@ -307,6 +309,7 @@ def downgrade():
         batch_op.drop_index(batch_op.f('ix_clinical_event_kind'))
         batch_op.drop_index(batch_op.f('ix_clinical_event_hospitalisation_id'))
         batch_op.drop_index(batch_op.f('ix_clinical_event_doctor_id'))
+        batch_op.drop_index('ix_clinical_event_at')
 
     op.drop_table('clinical_event')
     with op.batch_alter_table('hospitalisation', schema=None) as batch_op:
@@ -342,6 +345,7 @@ def downgrade():
     op.drop_table('setting')
     with op.batch_alter_table('patient', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_patient_snils'))
+        batch_op.drop_index('ix_patient_name')
         batch_op.drop_index('ix_patient_mo_name')
         batch_op.drop_index(batch_op.f('ix_patient_mo_id'))
         batch_op.drop_index(batch_op.f('ix_patient_enp'))
