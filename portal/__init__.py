@@ -27,6 +27,7 @@ def create_app(config: type[Config] | dict[str, Any] | None = None) -> Flask:
     elif config is not None:
         app.config.from_object(config)
     Path(app.instance_path).mkdir(parents=True, exist_ok=True)
+    app.json.ensure_ascii = False  # Russian messages stay readable in JSON answers
 
     import portal.models  # noqa: F401  (every table known before migrations or queries)
 
