@@ -134,15 +134,8 @@ def mo_detail(mo_id: int):
         # Overrides reach outside systems' addresses and tokens: region administrators only.
         if not current_user.can("admin.settings"):
             abort(403, description="Настройки обмена для МО изменяет администратор ЦОД.")
-        errors, changed = svc.save_settings(request.form, mo_id=mo.id)
-        if errors:
-            db.session.rollback()
-            submitted = request.form.to_dict()
-            status = 422
-            flash("Настройки МО не сохранены: исправьте отмеченные поля.", "error")
-        else:
-            db.session.commit()
-            flash(f"Настройки МО сохранены (изменено: {changed})." if changed else "Изменений нет.", "success")
+        errors, submitted, status = _save_settings(mo.id, "Настройки МО")
+        if not errors:
             return redirect(url_for("admin.mo_detail", mo_id=mo.id), 303)
     staff_counts = svc.mo_staff_counts(mo.id)
     certificates = svc.certificate_list(mo.id)
@@ -166,6 +159,18 @@ def mo_detail(mo_id: int):
 # --- settings -------------------------------------------------------------------------------------
 
 
+def _save_settings(mo_id: int | None, what: str) -> tuple[dict[str, str], dict | None, int]:
+    """Save the posted settings form all-or-nothing; (errors, submitted values to show again, status)."""
+    errors, changed = svc.save_settings(request.form, mo_id=mo_id)
+    if errors:
+        db.session.rollback()
+        flash(f"{what} не сохранены: исправьте отмеченные поля.", "error")
+        return errors, request.form.to_dict(), 422
+    db.session.commit()
+    flash(f"{what} сохранены (изменено: {changed})." if changed else "Изменений нет.", "success")
+    return {}, None, 200
+
+
 @bp.route("/settings", methods=["GET", "POST"])
 @requires("admin.settings")
 def settings():
@@ -173,19 +178,10 @@ def settings():
     submitted = None
     status = 200
     if request.method == "POST":
-        errors, changed = svc.save_settings(request.form)
-        if errors:
-            db.session.rollback()
-            submitted = request.form.to_dict()
-            status = 422
-            flash("Настройки не сохранены: исправьте отмеченные поля.", "error")
-        else:
-            db.session.commit()
-            flash(f"Настройки сохранены (изменено: {changed})." if changed else "Изменений нет.", "success")
+        errors, submitted, status = _save_settings(None, "Настройки")
+        if not errors:
             return redirect(url_for("admin.settings"), 303)
-    return render_template(
-        "admin/settings.html", groups=svc.setting_groups(None, submitted, errors)
-    ), status
+    return render_template("admin/settings.html", groups=svc.setting_groups(None, submitted, errors)), status
 
 
 # --- certificates -----------------------------------------------------------------------------
@@ -239,7 +235,10 @@ def certificates():
             flash("Сертификат не загружен: " + " ".join(errors.values()), "error")
         else:
             db.session.commit()
-            flash(f"Сертификат загружен: {cert.subject}" + ("; ключ загружен." if cert.key_pem else "."), "success")
+            flash(
+                f"Сертификат загружен: {cert.subject}" + ("; ключ загружен." if cert.key_pem else "."),
+                "success",
+            )
             days = cert.days_left()
             if days < 0:
                 flash(f"Внимание: срок действия сертификата истёк {cert.valid_to:%d.%m.%Y}.", "warning")
@@ -306,8 +305,12 @@ def users():
     role = request.args.get("role") or None
     mo_id = filter_mo_id(request.args.get("mo"))
     page = svc.users_page(
-        request.args.get("q", ""), role if role in ROLES else None, mo_id, request.args.get("active"),
-        request.args.get("after") or None, current_app.config["PAGE_SIZE"],
+        request.args.get("q", ""),
+        role if role in ROLES else None,
+        mo_id,
+        request.args.get("active"),
+        request.args.get("after") or None,
+        current_app.config["PAGE_SIZE"],
     )
     return _page(
         "admin/users.html",
@@ -347,7 +350,8 @@ def user_new():
     # An МО administrator's form always shows their own МО (and its staff), whatever was posted.
     form_mo_id = visible_mo_id() or clean_int(form.get("mo")) or clean_int(request.args.get("mo"))
     return render_template(
-        "admin/user_form.html", **_user_form_context(user=None, form=form, errors=errors, form_mo_id=form_mo_id)
+        "admin/user_form.html",
+        **_user_form_context(user=None, form=form, errors=errors, form_mo_id=form_mo_id),
     ), status
 
 
@@ -368,14 +372,18 @@ def user_edit(user_id: int):
         status = 422
     else:
         form = {
-            "full_name": user.full_name, "role": user.role, "mo": str(user.mo_id or ""),
-            "staff": str(user.staff_id or ""), "active": "1" if user.active else "",
+            "full_name": user.full_name,
+            "role": user.role,
+            "mo": str(user.mo_id or ""),
+            "staff": str(user.staff_id or ""),
+            "active": "1" if user.active else "",
         }
     form_mo_id = clean_int(form.get("mo")) if current_user.is_central else user.mo_id
     return render_template(
         "admin/user_form.html",
-        **_user_form_context(user=user, form=form, errors=errors, form_mo_id=form_mo_id,
-                             is_self=user.id == current_user.id),
+        **_user_form_context(
+            user=user, form=form, errors=errors, form_mo_id=form_mo_id, is_self=user.id == current_user.id
+        ),
     ), status
 
 
@@ -429,7 +437,11 @@ def tokens():
             error = str(exc)
             status = 422
     response = render_template(
-        "admin/tokens.html", tokens=svc.token_list(), new_token=new_token, new_plain=new_plain, error=error,
+        "admin/tokens.html",
+        tokens=svc.token_list(),
+        new_token=new_token,
+        new_plain=new_plain,
+        error=error,
         name=request.form.get("name", "") if error else "",
     )
     headers = {"Cache-Control": "no-store"} if new_plain else {}
@@ -468,4 +480,3 @@ def audit():
         action_groups=svc.ACTION_GROUPS,
         object_labels=svc.OBJECT_LABELS,
     )
-
