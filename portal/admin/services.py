@@ -26,6 +26,7 @@ from portal.admin.registry import (
 from portal.auth.models import ApiToken, User, hash_token
 from portal.auth.roles import CENTRAL_ADMIN, ROLES
 from portal.auth.scoping import filter_mo_id, scoped, visible_mo_id
+from portal.clinical.hooks import StoredRecord, on_stored
 from portal.clinical.models import Mo, Staff
 from portal.extensions import db
 from portal.models_base import utcnow
@@ -100,6 +101,14 @@ def switch_on_defaults(mo_id: int) -> None:
         if integration.default_on:
             for procedure, _label in integration.procedures:
                 db.session.add(MoIntegration(mo_id=mo_id, key=procedure, enabled=True))
+
+
+@on_stored("mo")
+def _switch_on_defaults_for_new_mo(rows: list[StoredRecord]) -> None:
+    """Intake hook: in the same transaction as the МО itself (sending to ВИМИС is mandatory)."""
+    for row in rows:
+        if row.created:
+            switch_on_defaults(row.id)
 
 
 def _default(key: str) -> str:

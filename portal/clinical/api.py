@@ -9,41 +9,32 @@ from __future__ import annotations
 
 import json
 from datetime import timedelta
-from typing import Any
 
-from flask import Response, current_app, request
+from flask import Response, current_app, jsonify, request
 from sqlalchemy import select, update
 from werkzeug.exceptions import RequestEntityTooLarge
 
+from portal import ERROR_TITLES
+from portal.auth.models import ApiToken, hash_token
 from portal.clinical import api_bp
 from portal.clinical.intake import ingest_batch, run_in_transaction
 from portal.clinical.openapi import build_document
 from portal.extensions import db
 from portal.models_base import utcnow
 
-ERROR_TITLES = {
-    400: "Некорректный запрос",
-    401: "Требуется авторизация",
-    413: "Слишком большой запрос",
-}
 TOKEN_TOUCH_INTERVAL = timedelta(minutes=1)  # last_used_at is written at most this often per token
 
 
-def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
-    """JSON with Cyrillic as is (readable in curl and logs), UTF-8."""
-    text = json.dumps(body, ensure_ascii=False, separators=(",", ":"))
-    return Response(text, status=status, mimetype="application/json", headers=headers)
-
-
 def api_error(status: int, message: str) -> Response:
-    headers = {"WWW-Authenticate": 'Bearer realm="portal"'} if status == 401 else None
-    return json_response({"error": ERROR_TITLES[status], "message": message}, status, headers)
+    response = jsonify({"error": ERROR_TITLES[status], "message": message})
+    response.status_code = status
+    if status == 401:
+        response.headers["WWW-Authenticate"] = 'Bearer realm="portal"'
+    return response
 
 
 def _authenticate() -> tuple[int | None, Response | None]:
     """The token's id, or the 401 answer; marks the token as used (cheaply: once a minute)."""
-    from portal.auth.models import ApiToken, hash_token  # here: portal.auth imports portal.clinical
-
     scheme, _, value = request.headers.get("Authorization", "").strip().partition(" ")
     value = value.strip()
     if scheme.lower() != "bearer" or not value:
@@ -101,9 +92,9 @@ def post_records() -> Response:
     if refusal is not None:
         return refusal
     result = run_in_transaction(lambda: ingest_batch(records))
-    return json_response({"results": result.results})
+    return jsonify({"results": result.results})
 
 
 @api_bp.get("/openapi.json")
 def openapi() -> Response:
-    return json_response(build_document(current_app.config["INTAKE_MAX_RECORDS"]))
+    return jsonify(build_document(current_app.config["INTAKE_MAX_RECORDS"]))

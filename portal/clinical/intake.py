@@ -22,7 +22,7 @@ from sqlalchemy import insert, select, update
 from sqlalchemy.exc import IntegrityError, OperationalError
 
 from portal.clinical import hooks
-from portal.clinical.hooks import StoredRecord, on_stored
+from portal.clinical.hooks import StoredRecord
 from portal.clinical.models import (
     CARE_CONDITIONS,
     DEPARTMENT_KINDS,
@@ -805,13 +805,3 @@ def run_in_transaction(work: Callable[[], T], attempts: int = 3) -> T:
             if attempt == attempts:
                 raise
     raise AssertionError("unreachable")
-
-
-@on_stored("mo")
-def _switch_on_default_integrations(rows: list[StoredRecord]) -> None:
-    """A new МО starts with the integrations that are on by default (ВИМИС is mandatory)."""
-    from portal.admin.services import switch_on_defaults
-
-    for row in rows:
-        if row.created:
-            switch_on_defaults(row.id)
