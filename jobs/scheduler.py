@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import importlib
+import inspect
 import logging
 import os
 import pkgutil
@@ -116,20 +117,30 @@ class UnknownJob(KeyError):
     pass
 
 
-def run_job(app: Flask, name: str) -> Any:
-    """Run one job now: app context → job → one commit; rollback, log and re-raise on error."""
+def run_job(app: Flask, name: str, *, mo_id: int | None = None, manual: bool = False,
+            user_id: int | None = None) -> Any:
+    """Run one job now, recorded as a service run (T-11): app context → job → one commit.
+
+    `mo_id` limits the run to one МО (a manual run by an МО administrator); jobs that work
+    per МО take it as a keyword argument. On error: rollback, the run marked «Завершено с
+    ошибкой», a log line, and the exception re-raised.
+    """
+    from portal.exchange.runs import recording
+
     job = load_jobs().get(name)
     if job is None:
         raise UnknownJob(name)
+    kwargs = {"mo_id": mo_id} if "mo_id" in inspect.signature(job.func).parameters else {}
     with app.app_context():
         try:
-            result = job.func()
-            db.session.commit()
+            with recording(name, mo_id=mo_id, manual=manual, user_id=user_id):
+                result = job.func(**kwargs)
+                db.session.commit()
         except Exception:
             db.session.rollback()
             log.exception("Задание «%s» (%s) завершилось ошибкой", job.title_ru, job.name)
             raise
-    log.info("Задание «%s» (%s) выполнено%s", job.title_ru, job.name, f": {result}" if result else "")
+    log.debug("Задание «%s» (%s) выполнено%s", job.title_ru, job.name, f": {result}" if result else "")
     return result
 
 

@@ -14,3 +14,5 @@ from portal.clinical.models import (  # noqa: F401, I001
 )
 from portal.admin.models import AuditLog, Certificate, MoIntegration, Setting  # noqa: F401
 from portal.auth.models import ApiToken, LoginFailure, User  # noqa: F401
+from portal.exchange.models import JournalEntry, ServiceRun, WorkItem  # noqa: F401, E402
+from portal.vimis.models import Semd, SemdVersion  # noqa: F401, E402
