@@ -57,6 +57,8 @@ class Config:
     AMQP_URL = _env("AMQP_URL")  # None: broker-less transport in the portal's database
 
     PORT = _env_int("PORT", 8000)
+    # The address outside systems call back (ВИМИС sendResult); default: this machine's port.
+    PUBLIC_URL = _env("PUBLIC_URL")
     SIMULATORS_PORT = _env_int("SIMULATORS_PORT", 8001)
     SIMULATORS_ENABLED = _env_bool("SIMULATORS", True)
     SCHEDULER_ENABLED = _env_bool("SCHEDULER", True)

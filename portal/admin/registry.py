@@ -41,7 +41,7 @@ class SettingDef:
     group: str
     label: str
     kind: str = "text"  # text | url | seconds | int | secret | path
-    default: str = ""  # "{simulators}" stands for the local simulators' base URL
+    default: str = ""  # "{simulators}": the local simulators' base URL; "{portal}": the portal's own
     per_mo: bool = False  # may be overridden for one МО
     help: str = ""
 
@@ -57,6 +57,12 @@ def register_setting(definition: SettingDef) -> SettingDef:
 for _d in (
     SettingDef("vimis.endpoint", "ВИМИС «АКиНЕО»", "Адрес сервиса ВИМИС", "url", "{simulators}/vimis/ws"),
     SettingDef("vimis.timeout", "ВИМИС «АКиНЕО»", "Тайм-аут запроса, с", "seconds", "30"),
+    SettingDef("vimis.callback_url", "ВИМИС «АКиНЕО»", "Адрес callback-сервиса портала (sendResult)", "url",
+               "{portal}/vimis/callback", help="Адрес, зарегистрированный в ИПС; ВИМИС присылает на него результат ФЛК."),
+    SettingDef("vimis.client_entity_id", "ВИМИС «АКиНЕО»", "Идентификатор МИС в ИПС (clientEntityId)", "text",
+               "demo-portal-mis"),
+    SettingDef("vimis.send_interval", "ВИМИС «АКиНЕО»", "Интервал отправки СЭМД, с", "seconds", "20"),
+    SettingDef("vimis.poll_interval", "ВИМИС «АКиНЕО»", "Интервал опроса результатов ФЛК, с", "seconds", "60"),
     SettingDef("iemk.pix_endpoint", "ИЭМК ЕГИСЗ", "Сервис пациентов (PixService)", "url", "{simulators}/iemk/pix", True),
     SettingDef("iemk.emk_endpoint", "ИЭМК ЕГИСЗ", "Сервис документов (EMKService)", "url", "{simulators}/iemk/emk", True),
     SettingDef("iemk.guid", "ИЭМК ЕГИСЗ", "Токен МИС (guid)", "secret", "", True),

@@ -113,8 +113,9 @@ def _switch_on_defaults_for_new_mo(rows: list[StoredRecord]) -> None:
 
 def _default(key: str) -> str:
     definition = SETTINGS[key]
-    base = f"http://127.0.0.1:{current_app.config['SIMULATORS_PORT']}"
-    return definition.default.replace("{simulators}", base)
+    config = current_app.config
+    return (definition.default.replace("{simulators}", f"http://127.0.0.1:{config['SIMULATORS_PORT']}")
+            .replace("{portal}", config.get("PUBLIC_URL") or f"http://127.0.0.1:{config['PORT']}"))
 
 
 def get_setting(key: str, mo_id: int | None = None) -> str:

@@ -26,10 +26,13 @@ CAPABILITIES: dict[str, frozenset[str]] = {
     "clinical.view": ALL,
     "clinical.edit": frozenset({CENTRAL_ADMIN, MO_ADMIN, DOCTOR, ERS_OPERATOR}),
     "vimis.view": frozenset({CENTRAL_ADMIN, MO_ADMIN, STATISTICIAN, DOCTOR}),
+    # Staff of the МО fix the data and send again (seed 3.1.4); viewers are the same people.
+    "vimis.send": frozenset({CENTRAL_ADMIN, MO_ADMIN, STATISTICIAN, DOCTOR}),
     "ers.view": frozenset({CENTRAL_ADMIN, MO_ADMIN, DOCTOR, ERS_OPERATOR, ERS_ACCOUNTANT}),
     "iemk.view": frozenset({CENTRAL_ADMIN, MO_ADMIN, STATISTICIAN, DOCTOR}),
     "tfoms.view": frozenset({CENTRAL_ADMIN, MO_ADMIN, STATISTICIAN}),
     "journal.view": frozenset({CENTRAL_ADMIN, MO_ADMIN, STATISTICIAN}),
+    "journal.run": ADMINS,  # «Запуск» of a service; an МО administrator's run covers their МО
     "admin.view": ADMINS,
     "admin.mo": ADMINS,  # per-МО integration switches and МО certificates
     "admin.users": ADMINS,

@@ -1,0 +1,110 @@
+"""ВИМИС as a channel of the shared delivery mechanism: build → check → sign → send → ФЛК.
+
+`prepare` runs the data checks and builds and validates the CDA document; `transmit` sends it
+with `sendDocument`; `check` asks `checkStatus`; `on_outcome` keeps the SEMD's status and its
+newest journal line (the registry's Статус column) in step with every journal line.
+"""
+
+from __future__ import annotations
+
+from portal.exchange.delivery import Channel, DataError, Outcome, register_channel
+from portal.exchange.models import (
+    CANCELLED,
+    DONE,
+    FAILED,
+    QUEUED,
+    SENDING,
+    UNKNOWN,
+    WAITING,
+    JournalEntry,
+    WorkItem,
+)
+from portal.extensions import db
+from portal.models_base import utcnow
+from portal.vimis import models as m
+
+# Item state → SEMD status (V-3).
+_STATUS_BY_STATE = {
+    QUEUED: m.QUEUED, SENDING: m.QUEUED, UNKNOWN: m.QUEUED,
+    WAITING: m.DELIVERED, DONE: m.PASSED, FAILED: m.ERROR, CANCELLED: m.PENDING,
+}
+
+
+class VimisChannel(Channel):
+    name = "vimis"
+    title = "ВИМИС «АКиНЕО»"
+    procedure = "vimis"
+    lease_seconds = 180
+    poll_seconds = 60  # the real ВИМИС answers in 15–20 minutes; the callback usually comes first
+
+    def version(self, item: WorkItem) -> m.SemdVersion:
+        return db.session.get(m.SemdVersion, item.subject_id)
+
+    def subject(self, item: WorkItem) -> tuple[str, int]:
+        return "semd", self.version(item).semd_id
+
+    def packet_type(self, item: WorkItem) -> str:
+        return self.version(item).semd.label
+
+    def label(self, item: WorkItem) -> str:
+        version = self.version(item)
+        return f"Версия {version.number} СЭМД{version.semd.semd_type}"
+
+    def prepare(self, item: WorkItem) -> bytes:
+        from portal.vimis.builders import CdaSchemaError, build_document, validate_cda
+        from portal.vimis.checks import check_event
+
+        version = self.version(item)
+        semd = version.semd
+        problems = check_event(semd.event, semd.semd_type)
+        if problems:
+            raise DataError("; ".join(problems))
+        now = utcnow()
+        xml = build_document(semd.event, semd.semd_type, version=version.number,
+                             document_uuid=version.document_uuid, created_at=now)
+        try:
+            validate_cda(xml)
+        except CdaSchemaError as error:
+            raise DataError(str(error)) from error
+        version.xml, version.built_at = xml.decode("utf-8"), now
+        return xml
+
+    def transmit(self, item: WorkItem, prepared: object) -> Outcome:
+        from portal.vimis.client import send_document
+
+        version = self.version(item)
+        sent = send_document(item, version.semd, prepared)  # raises TransientError / UnknownOutcome
+        version.sent_at, version.msg_id = utcnow(), sent.msg_id
+        return Outcome.accepted(f"{self.label(item)} доставлена в ВИМИС, ожидается результат ФЛК",
+                                external_id=sent.msg_id, payload=sent.request, answer=sent.response)
+
+    def check(self, item: WorkItem) -> Outcome:
+        from portal.vimis.client import check_status
+
+        status = check_status(item)
+        return self.result(item, status.code, status.description, status.response, "Запрос результата")
+
+    def result(self, item: WorkItem, code: int | None, description: str, answer: str | None,
+               operation: str) -> Outcome:
+        """Outcome of a ФЛК answer (checkStatus or the sendResult callback): 1 ok, 0 error, 2 in work."""
+        label = self.label(item)
+        if code == 1:
+            return Outcome.done(f"{label} прошла ФЛК", answer=answer, operation=operation)
+        if code == 0:
+            return Outcome.failed(f"{label} не прошла ФЛК: {description}", answer=answer, operation=operation)
+        if code is None:
+            return Outcome.not_found(description, answer=answer, operation=operation)
+        return Outcome.accepted(f"{label}: ФЛК выполняется", answer=answer, operation=operation)
+
+    def on_outcome(self, item: WorkItem, entry: JournalEntry) -> None:
+        version = self.version(item)
+        semd = version.semd
+        semd.status = _STATUS_BY_STATE.get(item.state, semd.status)
+        semd.last_message, semd.last_message_at = entry.message, entry.at
+        if item.state in (DONE, FAILED):
+            version.answered_at = entry.at
+            version.result = m.PASSED if item.state == DONE else m.ERROR
+            version.answer_text = entry.message
+
+
+CHANNEL = register_channel(VimisChannel())
