@@ -481,6 +481,31 @@ def add_certificate(
     return cert, {}
 
 
+def ensure_demo_certificate(purpose: str, common_name: str, mo_id: int | None = None,
+                            user_id: int | None = None) -> bool:
+    """Give the demo a working key: a self-signed RSA certificate unless a valid one exists.
+
+    Production loads real (GOST) certificates through the certificates page instead.
+    """
+    from portal.crypto import generate_demo_certificate
+
+    today = date.today()
+    exists = db.session.scalar(
+        db.select(Certificate.id).where(
+            Certificate.purpose == purpose, Certificate.key_pem.is_not(None), Certificate.valid_to >= today,
+            Certificate.mo_id.is_(None) if mo_id is None else Certificate.mo_id == mo_id,
+            Certificate.user_id.is_(None) if user_id is None else Certificate.user_id == user_id,
+        )
+    )
+    if exists:
+        return False
+    cert_pem, key_pem = generate_demo_certificate(common_name)
+    cert, errors = add_certificate(purpose, mo_id, user_id, cert_pem, key_pem)
+    if cert is None:
+        raise ValueError(f"демо-сертификат не создан: {errors}")
+    return True
+
+
 def delete_certificate(cert: Certificate) -> None:
     audit(
         "certificate.delete",

@@ -1218,6 +1218,13 @@ def demo_summary() -> dict[str, int]:
     }
 
 
+def ensure_demo_keys() -> int:
+    """The demo region's signing keys (RSA, self-signed): ВИМИС signs every request (V-5)."""
+    from portal.admin.services import ensure_demo_certificate
+
+    return int(ensure_demo_certificate("vimis", "Демо-МИС региона: подпись запросов ВИМИС"))
+
+
 @portal_cli.command("demo-data")
 @click.option("--once", is_flag=True, help="Ничего не делать, если демо-регион уже загружен (для make run).")
 @click.option("--scale", type=click.IntRange(1, 1000), default=1, show_default=True,
@@ -1228,6 +1235,8 @@ def demo_summary() -> dict[str, int]:
 def demo_data_command(once: bool, scale: int, seed: int, patients: int | None) -> None:
     """Создать (или обновить) демо-регион: МО, отделения, медработники, пациентки, события, пользователи."""
     if once and demo_loaded():
+        ensure_demo_keys()
+        db.session.commit()
         click.echo("Демо-данные уже загружены")
         return
     click.echo("Загружаю демо-регион «Вологодская область»…")
@@ -1242,6 +1251,7 @@ def demo_data_command(once: bool, scale: int, seed: int, patients: int | None) -
     report = load_demo(scale, seed, patients=patients, progress=progress)
     users = ensure_demo_users(current_app.config["DEMO_PASSWORD"])
     token = ensure_demo_token(current_app.config["DEMO_API_TOKEN"])
+    keys = ensure_demo_keys()
     db.session.commit()
 
     counts = demo_summary()
@@ -1250,7 +1260,8 @@ def demo_data_command(once: bool, scale: int, seed: int, patients: int | None) -
     click.echo(f"Записей принято: {report.stored}, отклонено: {report.refused}.")
     for line in report.refusals:
         click.echo(f"  отклонено — {line}")
-    click.echo(f"Демо-пользователей создано: {users}; токен API {'создан' if token else 'уже был'}.")
+    click.echo(f"Демо-пользователей создано: {users}; токен API {'создан' if token else 'уже был'}; "
+               f"демо-сертификатов создано: {keys}.")
     click.echo("Логины и пароль: flask portal demo-logins")
 
 

@@ -25,8 +25,13 @@ from portal.vimis import models as m
 
 # Item state → SEMD status (V-3).
 _STATUS_BY_STATE = {
-    QUEUED: m.QUEUED, SENDING: m.QUEUED, UNKNOWN: m.QUEUED,
-    WAITING: m.DELIVERED, DONE: m.PASSED, FAILED: m.ERROR, CANCELLED: m.PENDING,
+    QUEUED: m.QUEUED,
+    SENDING: m.QUEUED,
+    UNKNOWN: m.QUEUED,
+    WAITING: m.DELIVERED,
+    DONE: m.PASSED,
+    FAILED: m.ERROR,
+    CANCELLED: m.PENDING,
 }
 
 
@@ -60,8 +65,13 @@ class VimisChannel(Channel):
         if problems:
             raise DataError("; ".join(problems))
         now = utcnow()
-        xml = build_document(semd.event, semd.semd_type, version=version.number,
-                             document_uuid=version.document_uuid, created_at=now)
+        xml = build_document(
+            semd.event,
+            semd.semd_type,
+            version=version.number,
+            document_uuid=version.document_uuid,
+            created_at=now,
+        )
         try:
             validate_cda(xml)
         except CdaSchemaError as error:
@@ -75,8 +85,12 @@ class VimisChannel(Channel):
         version = self.version(item)
         sent = send_document(item, version.semd, prepared)  # raises TransientError / UnknownOutcome
         version.sent_at, version.msg_id = utcnow(), sent.msg_id
-        return Outcome.accepted(f"{self.label(item)} доставлена в ВИМИС, ожидается результат ФЛК",
-                                external_id=sent.msg_id, payload=sent.request, answer=sent.response)
+        return Outcome.accepted(
+            f"{self.label(item)} доставлена в ВИМИС, ожидается результат ФЛК",
+            external_id=sent.msg_id,
+            payload=sent.request,
+            answer=sent.response,
+        )
 
     def check(self, item: WorkItem) -> Outcome:
         from portal.vimis.client import check_status
@@ -84,8 +98,9 @@ class VimisChannel(Channel):
         status = check_status(item)
         return self.result(item, status.code, status.description, status.response, "Запрос результата")
 
-    def result(self, item: WorkItem, code: int | None, description: str, answer: str | None,
-               operation: str) -> Outcome:
+    def result(
+        self, item: WorkItem, code: int | None, description: str, answer: str | None, operation: str
+    ) -> Outcome:
         """Outcome of a ФЛК answer (checkStatus or the sendResult callback): 1 ok, 0 error, 2 in work."""
         label = self.label(item)
         if code == 1:

@@ -60,7 +60,9 @@ class _Signer:
     def __init__(self) -> None:
         self.local = threading.local()
 
-    def apply(self, envelope: etree._Element, headers: dict[str, Any]) -> tuple[etree._Element, dict[str, Any]]:
+    def apply(
+        self, envelope: etree._Element, headers: dict[str, Any]
+    ) -> tuple[etree._Element, dict[str, Any]]:
         ctx = self.local.context
         soap = envelope.tag.split("}")[0][1:]
         header = envelope.find(f"{{{soap}}}Header")
@@ -118,15 +120,21 @@ def signing_key(mo_id: int | None) -> crypto.SigningKey:
     today = date.today()
     rows = db.session.scalars(
         db.select(Certificate)
-        .where(Certificate.purpose == "vimis", Certificate.key_pem.is_not(None),
-               (Certificate.mo_id == mo_id) | Certificate.mo_id.is_(None))
+        .where(
+            Certificate.purpose == "vimis",
+            Certificate.key_pem.is_not(None),
+            (Certificate.mo_id == mo_id) | Certificate.mo_id.is_(None),
+        )
         .order_by(Certificate.mo_id.is_(None), Certificate.valid_to.desc())
     ).all()
     valid = [c for c in rows if c.valid_from <= today <= c.valid_to]
     if not valid:
-        detail = f" (сертификат «{rows[0].subject}» действовал до {rows[0].valid_to:%d.%m.%Y})" if rows else ""
+        detail = (
+            f" (сертификат «{rows[0].subject}» действовал до {rows[0].valid_to:%d.%m.%Y})" if rows else ""
+        )
         raise TransientError(
-            "Нет действующего сертификата «Подпись СЭМД для ВИМИС» с закрытым ключом" + detail
+            "Нет действующего сертификата «Подпись СЭМД для ВИМИС» с закрытым ключом"
+            + detail
             + ": добавьте его в разделе «Администрирование → Сертификаты»"
         )
     return _load_key(valid[0].id, valid[0].cert_pem, valid[0].key_pem)
@@ -147,7 +155,10 @@ def _call(item: WorkItem, action: str, message_id: str, operation: str, **params
     timeout = float(get_setting("vimis.timeout", item.mo_id) or 30)
     service, signer = _client(endpoint, timeout)
     signer.local.context = {
-        "to": endpoint, "action": action, "message_id": message_id, "key": signing_key(item.mo_id),
+        "to": endpoint,
+        "action": action,
+        "message_id": message_id,
+        "key": signing_key(item.mo_id),
         "reply_to": get_setting("vimis.callback_url", item.mo_id),
         "client_entity_id": get_setting("vimis.client_entity_id", item.mo_id),
     }
@@ -175,8 +186,16 @@ def _call(item: WorkItem, action: str, message_id: str, operation: str, **params
 
 def _never_connected(error: requests.exceptions.ConnectionError) -> bool:
     text = repr(error)
-    return any(mark in text for mark in ("NewConnectionError", "Connection refused", "Failed to establish",
-                                         "Name or service not known", "ConnectTimeout"))
+    return any(
+        mark in text
+        for mark in (
+            "NewConnectionError",
+            "Connection refused",
+            "Failed to establish",
+            "Name or service not known",
+            "ConnectTimeout",
+        )
+    )
 
 
 def _reason(error: Exception) -> str:
@@ -191,11 +210,19 @@ def send_document(item: WorkItem, semd: Any, document: bytes) -> Sent:
     semd_type = SEMD_TYPES[semd.semd_type]
     key = signing_key(item.mo_id)
     result, signer = _call(
-        item, "sendDocument", item.request_id, "sendDocument",
-        vmcl=VMCL_AKINEO, docType=semd_type.doc_type, docTypeVersion=str(semd_type.doc_type_version),
-        triggerPoint=semd_type.trigger_point, interimMsg=0,
-        signature={"data": base64.b64encode(crypto.detached_signature(key, document)).decode("ascii"),
-                   "checksum": int(crypto.crc32_checksum(document))},
+        item,
+        "sendDocument",
+        item.request_id,
+        "sendDocument",
+        vmcl=VMCL_AKINEO,
+        docType=semd_type.doc_type,
+        docTypeVersion=str(semd_type.doc_type_version),
+        triggerPoint=semd_type.trigger_point,
+        interimMsg=0,
+        signature={
+            "data": base64.b64encode(crypto.detached_signature(key, document)).decode("ascii"),
+            "checksum": int(crypto.crc32_checksum(document)),
+        },
         document=base64.b64encode(document).decode("ascii"),
     )
     msg_id = result if isinstance(result, str) else getattr(result, "msg_id", None)

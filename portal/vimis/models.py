@@ -26,8 +26,13 @@ STATUSES: dict[str, str] = {
     PASSED: "Прошел ФЛК",
     ERROR: "Ошибка",
 }
-STATUS_COLOURS: dict[str, str] = {PENDING: "black", QUEUED: "yellow", DELIVERED: "blue", PASSED: "green",
-                                  ERROR: "red"}
+STATUS_COLOURS: dict[str, str] = {
+    PENDING: "black",
+    QUEUED: "yellow",
+    DELIVERED: "blue",
+    PASSED: "green",
+    ERROR: "red",
+}
 IN_FLIGHT = frozenset({QUEUED, DELIVERED})  # the status cell refreshes itself
 
 

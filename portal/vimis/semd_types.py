@@ -41,18 +41,49 @@ class SemdType:
 SEMD_TYPES: dict[int, SemdType] = {
     t.number: t
     for t in (
-        SemdType(1, "Направление на оказание медицинских услуг", 1, 2, 3, "SMSV1",
-                 ("referral_mo", "referral_neonatal_screening")),
-        SemdType(2, "Протокол инструментального исследования", 2, 2, 2, "SMSV2",
-                 ("ultrasound_1", "ultrasound_2", "ultrasound_3", "prenatal_screening_1")),
+        SemdType(
+            1,
+            "Направление на оказание медицинских услуг",
+            1,
+            2,
+            3,
+            "SMSV1",
+            ("referral_mo", "referral_neonatal_screening"),
+        ),
+        SemdType(
+            2,
+            "Протокол инструментального исследования",
+            2,
+            2,
+            2,
+            "SMSV2",
+            ("ultrasound_1", "ultrasound_2", "ultrasound_3", "prenatal_screening_1"),
+        ),
         SemdType(3, "Протокол лабораторного исследования", 3, 2, 2, "SMSV3", ("lab_blood", "lab_urine")),
-        SemdType(5, "Прием (осмотр) врача-специалиста", 5, 2, 1, "SMSV5",
-                 ("exam_primary", "exam_repeat", "consult_therapist")),
-        SemdType(8, "Выписной эпикриз из круглосуточного или дневного стационара", 8, 2, 5, "SMSV8", ("discharge",)),
+        SemdType(
+            5,
+            "Прием (осмотр) врача-специалиста",
+            5,
+            2,
+            1,
+            "SMSV5",
+            ("exam_primary", "exam_repeat", "consult_therapist"),
+        ),
+        SemdType(
+            8, "Выписной эпикриз из круглосуточного или дневного стационара", 8, 2, 5, "SMSV8", ("discharge",)
+        ),
         SemdType(13, "Свидетельство о смерти матери", 13, 2, 15, "13", ("death_certificate",), federal=True),
         SemdType(17, "Выписной эпикриз из родильного дома", 17, 2, 8, "SMSV17", ("discharge",)),
-        SemdType(19, "Свидетельство о перинатальной смерти", 19, 3, 15, "14",
-                 ("perinatal_death_certificate",), federal=True),
+        SemdType(
+            19,
+            "Свидетельство о перинатальной смерти",
+            19,
+            3,
+            15,
+            "14",
+            ("perinatal_death_certificate",),
+            federal=True,
+        ),
         SemdType(22, "Извещение о критическом акушерском состоянии", 22, 3, 20, "339", ("kas_notice",)),
     )
 }
@@ -61,8 +92,9 @@ TRIGGER_KINDS: frozenset[str] = frozenset(k for t in SEMD_TYPES.values() for k i
 OUTPATIENT = "3"  # care_conditions code «Амбулаторно»: SEMD 5 only for these exams
 
 
-def semd_type_for(kind: str, care_conditions: str | None, hospitalisation_outcome: str | None,
-                  kas_status: str | None) -> int | None:
+def semd_type_for(
+    kind: str, care_conditions: str | None, hospitalisation_outcome: str | None, kas_status: str | None
+) -> int | None:
     """The SEMD type an event triggers, or None when it triggers nothing (V-1 conditions)."""
     if kind == "discharge":
         return 17 if hospitalisation_outcome else 8

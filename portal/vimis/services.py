@@ -31,14 +31,17 @@ class BulkResult:
 
 def _version_item(version: m.SemdVersion) -> WorkItem | None:
     return db.session.scalars(
-        db.select(WorkItem).where(WorkItem.subject_type == "semd_version", WorkItem.subject_id == version.id)
+        db.select(WorkItem)
+        .where(WorkItem.subject_type == "semd_version", WorkItem.subject_id == version.id)
         .order_by(WorkItem.id.desc())
     ).first()
 
 
 def current_version(semd: m.Semd) -> m.SemdVersion | None:
     return db.session.scalars(
-        db.select(m.SemdVersion).where(m.SemdVersion.semd_id == semd.id, m.SemdVersion.number == semd.send_number)
+        db.select(m.SemdVersion).where(
+            m.SemdVersion.semd_id == semd.id, m.SemdVersion.number == semd.send_number
+        )
     ).first()
 
 
@@ -65,9 +68,13 @@ def release(semds: Iterable[m.Semd], user) -> BulkResult:
             version.xml = version.built_at = version.result = version.answer_text = None
         item = delivery.enqueue(CHANNEL, "semd_version", version.id, semd.mo_id)
         db.session.flush()
-        delivery.journal(CHANNEL, item, "Отправка пользователем",
-                         f"{who}: версия {version.number} СЭМД{semd.semd_type} поставлена в очередь на отправку в ВИМИС",
-                         user_id=getattr(user, "id", None))
+        delivery.journal(
+            CHANNEL,
+            item,
+            "Отправка пользователем",
+            f"{who}: версия {version.number} СЭМД{semd.semd_type} поставлена в очередь на отправку в ВИМИС",
+            user_id=getattr(user, "id", None),
+        )
         result.done.append(semd.id)
     return result
 
@@ -82,8 +89,12 @@ def cancel(semds: Iterable[m.Semd], user) -> BulkResult:
         if semd.status != m.QUEUED or item is None or item.state != QUEUED:
             result.refused[semd.id] = "отменить можно только СЭМД, ожидающий доставки и ещё не отправленный"
             continue
-        if not delivery.cancel(CHANNEL, item, f"{who}: отправка версии {version.number} СЭМД{semd.semd_type} "
-                                              "в ВИМИС отменена", user_id=getattr(user, "id", None)):
+        if not delivery.cancel(
+            CHANNEL,
+            item,
+            f"{who}: отправка версии {version.number} СЭМД{semd.semd_type} в ВИМИС отменена",
+            user_id=getattr(user, "id", None),
+        ):
             result.refused[semd.id] = "СЭМД уже отправляется"
             continue
         result.done.append(semd.id)
@@ -113,6 +124,7 @@ def apply_interim_message(msg_id: str, description: str, envelope: str) -> m.Sem
     item = delivery.find_by_external_id(CHANNEL, msg_id)
     if item is None:
         raise CallbackError(f"Неизвестный msg_id: {msg_id}")
-    delivery.journal(CHANNEL, item, "Промежуточное сообщение", f"{CHANNEL.label(item)}: {description}",
-                     answer=envelope)
+    delivery.journal(
+        CHANNEL, item, "Промежуточное сообщение", f"{CHANNEL.label(item)}: {description}", answer=envelope
+    )
     return CHANNEL.version(item).semd

@@ -41,9 +41,19 @@ def semds_for_events(rows: list[StoredRecord]) -> None:
 def _handle(event_ids: list[int]) -> None:
     e = ClinicalEvent
     events = db.session.execute(
-        db.select(e.id, e.kind, e.mo_id, e.patient_id, e.doctor_id, e.department_id, e.at, e.care_conditions,
-                  e.data, e.pregnancy_id, e.hospitalisation_id)
-        .where(e.id.in_(event_ids), e.kind.in_(TRIGGER_KINDS))
+        db.select(
+            e.id,
+            e.kind,
+            e.mo_id,
+            e.patient_id,
+            e.doctor_id,
+            e.department_id,
+            e.at,
+            e.care_conditions,
+            e.data,
+            e.pregnancy_id,
+            e.hospitalisation_id,
+        ).where(e.id.in_(event_ids), e.kind.in_(TRIGGER_KINDS))
     ).all()
     if not events:
         return
@@ -55,12 +65,21 @@ def _handle(event_ids: list[int]) -> None:
     }
     new_rows: list[dict[str, Any]] = []
     for ev in events:
-        semd_type = semd_type_for(ev.kind, ev.care_conditions, outcomes.get(ev.hospitalisation_id),
-                                  (ev.data or {}).get("kas_status"))
+        semd_type = semd_type_for(
+            ev.kind,
+            ev.care_conditions,
+            outcomes.get(ev.hospitalisation_id),
+            (ev.data or {}).get("kas_status"),
+        )
         fields = {
-            "mo_id": ev.mo_id, "patient_id": ev.patient_id, "doctor_id": ev.doctor_id,
-            "department_id": ev.department_id, "event_kind": ev.kind, "event_at": ev.at,
-            "care_conditions": ev.care_conditions, "gestation_weeks": weeks.get(ev.id),
+            "mo_id": ev.mo_id,
+            "patient_id": ev.patient_id,
+            "doctor_id": ev.doctor_id,
+            "department_id": ev.department_id,
+            "event_kind": ev.kind,
+            "event_at": ev.at,
+            "care_conditions": ev.care_conditions,
+            "gestation_weeks": weeks.get(ev.id),
         }
         semd = existing.get(ev.id)
         if semd is not None:
@@ -75,15 +94,19 @@ def _hospitalisation_outcomes(ids: set[int | None]) -> dict[int, str | None]:
     ids.discard(None)
     if not ids:
         return {}
-    return dict(db.session.execute(
-        db.select(Hospitalisation.id, Hospitalisation.outcome).where(Hospitalisation.id.in_(ids))
-    ).all())
+    return dict(
+        db.session.execute(
+            db.select(Hospitalisation.id, Hospitalisation.outcome).where(Hospitalisation.id.in_(ids))
+        ).all()
+    )
 
 
 def _weeks(pregnancy_ids: set[int], events: list[Any]) -> dict[int, int]:
     if not pregnancy_ids:
         return {}
-    pregnancies = {p.id: p for p in db.session.scalars(db.select(Pregnancy).where(Pregnancy.id.in_(pregnancy_ids)))}
+    pregnancies = {
+        p.id: p for p in db.session.scalars(db.select(Pregnancy).where(Pregnancy.id.in_(pregnancy_ids)))
+    }
     result = {}
     for ev in events:
         pregnancy = pregnancies.get(ev.pregnancy_id)
@@ -102,12 +125,18 @@ def _refresh(semd: m.Semd, fields: dict[str, Any], semd_type: int | None) -> Non
     """
     for key, value in fields.items():
         setattr(semd, key, value)
-    if semd_type is not None and semd_type != semd.semd_type and semd.status in (m.PENDING, m.QUEUED, m.ERROR):
+    if (
+        semd_type is not None
+        and semd_type != semd.semd_type
+        and semd.status in (m.PENDING, m.QUEUED, m.ERROR)
+    ):
         from portal.vimis.channel import CHANNEL
 
         line = f"Мероприятие изменено в МИС: вместо СЭМД {semd.semd_type} формируется СЭМД {semd_type}"
         semd.semd_type = semd_type
-        entry = journal(CHANNEL, None, "Изменение мероприятия", line, subject=("semd", semd.id), mo_id=semd.mo_id)
+        entry = journal(
+            CHANNEL, None, "Изменение мероприятия", line, subject=("semd", semd.id), mo_id=semd.mo_id
+        )
         semd.last_message, semd.last_message_at = line, entry.at
 
 
@@ -119,26 +148,63 @@ def _create(rows: list[dict[str, Any]]) -> None:
     """
     now = utcnow()
     for row in rows:
-        row.update(status=m.QUEUED, send_number=1, last_message=TRIGGER_LINE, last_message_at=now,
-                   created_at=now, updated_at=now)
+        row.update(
+            status=m.QUEUED,
+            send_number=1,
+            last_message=TRIGGER_LINE,
+            last_message_at=now,
+            created_at=now,
+            updated_at=now,
+        )
     semd_ids = db.session.scalars(
         insert(m.Semd).returning(m.Semd.id, sort_by_parameter_order=True), rows
     ).all()
     version_ids = db.session.scalars(
         insert(m.SemdVersion).returning(m.SemdVersion.id, sort_by_parameter_order=True),
-        [{"semd_id": sid, "number": 1, "document_uuid": str(uuid.uuid4()), "created_at": now, "updated_at": now}
-         for sid in semd_ids],
+        [
+            {
+                "semd_id": sid,
+                "number": 1,
+                "document_uuid": str(uuid.uuid4()),
+                "created_at": now,
+                "updated_at": now,
+            }
+            for sid in semd_ids
+        ],
     ).all()
     item_ids = db.session.scalars(
         insert(WorkItem).returning(WorkItem.id, sort_by_parameter_order=True),
-        [{"channel": "vimis", "mo_id": row["mo_id"], "subject_type": "semd_version", "subject_id": vid,
-          "state": QUEUED, "attempts": 0, "next_attempt_at": now, "created_at": now, "updated_at": now}
-         for row, vid in zip(rows, version_ids, strict=True)],
+        [
+            {
+                "channel": "vimis",
+                "mo_id": row["mo_id"],
+                "subject_type": "semd_version",
+                "subject_id": vid,
+                "state": QUEUED,
+                "attempts": 0,
+                "next_attempt_at": now,
+                "created_at": now,
+                "updated_at": now,
+            }
+            for row, vid in zip(rows, version_ids, strict=True)
+        ],
     ).all()
     db.session.execute(
         insert(JournalEntry),
-        [{"at": now, "channel": "vimis", "mo_id": row["mo_id"], "subject_type": "semd", "subject_id": sid,
-          "item_id": iid, "operation": "Триггер", "level": "info", "message": TRIGGER_LINE,
-          "packet_type": f"СЭМД {row['semd_type']}", "item_state": QUEUED}
-         for row, sid, iid in zip(rows, semd_ids, item_ids, strict=True)],
+        [
+            {
+                "at": now,
+                "channel": "vimis",
+                "mo_id": row["mo_id"],
+                "subject_type": "semd",
+                "subject_id": sid,
+                "item_id": iid,
+                "operation": "Триггер",
+                "level": "info",
+                "message": TRIGGER_LINE,
+                "packet_type": f"СЭМД {row['semd_type']}",
+                "item_state": QUEUED,
+            }
+            for row, sid, iid in zip(rows, semd_ids, item_ids, strict=True)
+        ],
     )
