@@ -69,6 +69,8 @@ class _Signer:
         if header is None:
             header = etree.Element(f"{{{soap}}}Header")
             envelope.insert(0, header)
+        for element in header.findall(f"{{{WSA}}}*"):  # zeep's own wsa headers: ours replace them
+            header.remove(element)
         body = envelope.find(f"{{{soap}}}Body")
         crypto.set_wsu_id(body, "body")
 
@@ -97,6 +99,17 @@ class _Signer:
         return envelope
 
 
+class _Transport(Transport):
+    """zeep's transport, but an HTTP error without a SOAP envelope (503 of a proxy, a gateway)
+    is a TransportError with its status rather than a parse failure."""
+
+    def post_xml(self, address: str, envelope: etree._Element, headers: dict[str, str]) -> requests.Response:
+        response = super().post_xml(address, envelope, headers)
+        if response.status_code >= 400 and b"Envelope" not in response.content[:2000]:
+            raise TransportError(f"HTTP {response.status_code}", response.status_code, response.content)
+        return response
+
+
 _clients: dict[tuple[str, float], tuple[Client, Any, _Signer]] = {}
 _clients_lock = threading.Lock()
 
@@ -108,7 +121,7 @@ def _client(endpoint: str, timeout: float) -> tuple[Any, _Signer]:
         if cached is None:
             signer = _Signer()
             session = requests.Session()
-            transport = Transport(session=session, timeout=timeout, operation_timeout=timeout)
+            transport = _Transport(session=session, timeout=timeout, operation_timeout=timeout)
             client = Client(str(WSDL), transport=transport, wsse=signer, settings=Settings(strict=False))
             service = client.create_service("{http://vimis.rosminzdrav.ru/}receiverSoapBinding", endpoint)
             cached = _clients[(endpoint, timeout)] = (client, service, signer)
