@@ -31,3 +31,33 @@ register_job(
     interval_seconds=3600,
     interval_config="JOB_CLEANUP_LOGIN_FAILURES_SECONDS",
 )
+
+
+# Service runs: every job run is recorded (T-11), so scheduled runs that found nothing to do
+# would bury the ones that did. They are kept for a week; runs with packets stay.
+EMPTY_RUNS_KEEP_DAYS = 7
+# A run still «Выполняется» this long after its start died with its process.
+STALE_RUN_HOURS = 6
+
+
+def tidy_service_runs(now: datetime | None = None) -> str:
+    from portal.exchange.models import RUN_ERROR, RUN_OK, RUN_RUNNING, JournalEntry, ServiceRun
+
+    now = now or utcnow()
+    stale = db.session.execute(
+        db.update(ServiceRun)
+        .where(ServiceRun.result == RUN_RUNNING, ServiceRun.started_at < now - timedelta(hours=STALE_RUN_HOURS))
+        .values(result=RUN_ERROR, finished_at=now, message="Запуск прерван: процесс остановился, не завершив работу")
+    ).rowcount or 0
+    has_entries = db.select(JournalEntry.id).where(JournalEntry.run_id == ServiceRun.id).exists()
+    deleted = db.session.execute(
+        db.delete(ServiceRun).where(
+            ServiceRun.result == RUN_OK, ServiceRun.total == 0, ServiceRun.manual.is_(False),
+            ServiceRun.started_at < now - timedelta(days=EMPTY_RUNS_KEEP_DAYS), ~has_entries,
+        )
+    ).rowcount or 0
+    return f"прерванных запусков отмечено: {stale}, пустых запусков удалено: {deleted}"
+
+
+register_job("tidy_service_runs", "Очистка журнала работы сервисов", tidy_service_runs, interval_seconds=3600,
+             interval_config="JOB_TIDY_SERVICE_RUNS_SECONDS")

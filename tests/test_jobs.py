@@ -111,3 +111,22 @@ def test_scheduler_registers_each_job_once_with_safe_options(app):
 def test_duplicate_job_name_from_another_function_is_refused():
     with pytest.raises(ValueError):
         register_job("cleanup_login_failures", "Другое", lambda: None, interval_seconds=60)
+
+
+def test_tidy_service_runs_keeps_runs_with_packets_and_closes_dead_ones(app):
+    from jobs.housekeeping import tidy_service_runs
+    from portal.exchange.models import RUN_ERROR, RUN_OK, RUN_RUNNING, ServiceRun
+
+    old = utcnow() - timedelta(days=30)
+    empty = ServiceRun(service="vimis_send", started_at=old, finished_at=old, result=RUN_OK, total=0)
+    busy = ServiceRun(service="vimis_send", started_at=old, finished_at=old, result=RUN_OK, total=5)
+    fresh = ServiceRun(service="vimis_send", result=RUN_OK, total=0)
+    dead = ServiceRun(service="vimis_send", started_at=old, result=RUN_RUNNING)
+    db.session.add_all([empty, busy, fresh, dead])
+    db.session.commit()
+    ids = {"empty": empty.id, "busy": busy.id, "fresh": fresh.id, "dead": dead.id}
+    assert tidy_service_runs() == "прерванных запусков отмечено: 1, пустых запусков удалено: 1"
+    db.session.expire_all()
+    assert db.session.get(ServiceRun, ids["empty"]) is None
+    assert db.session.get(ServiceRun, ids["busy"]) is not None and db.session.get(ServiceRun, ids["fresh"]) is not None
+    assert db.session.get(ServiceRun, ids["dead"]).result == RUN_ERROR
