@@ -5,11 +5,18 @@ all of them the same control API, so a test or a demo can make any system slow, 
 answer with errors:
 
     GET  /                      the simulators and their current modes (JSON)
-    GET  /<name>/_control       {"name", "title", "mode", "delay"}
-    POST /<name>/_control       {"mode": "normal"|"slow"|"down"|"errors", "delay": seconds}
+    GET  /<name>/_control       {"name", "title", "mode", "delay", "share"}
+    POST /<name>/_control       {"mode": "normal"|"slow"|"down"|"errors", "delay": seconds,
+                                 "share": 0..1}
     POST /_reset                every simulator back to normal
 
-Simulator views call `behaviour(name)` first and return its answer when it gives one.
+`share` is the part of requests that mode "errors" fails (default 1.0: every request; 0.3
+fails about every third one at random, like a flaky real service). Fields left out keep
+their current values.
+
+Simulator views call `behaviour(name)` first and return its answer when it gives one. A view
+that must apply a mode differently (ВИМИС processes a request in mode "slow" before delaying
+its answer) reads it with `control_of(name)`.
 State (modes and each simulator's memory) belongs to one host app, so tests that start
 their own host do not see each other's changes.
 """
@@ -19,6 +26,7 @@ from __future__ import annotations
 import importlib
 import logging
 import pkgutil
+import random
 import threading
 import time
 from collections.abc import Callable
@@ -77,10 +85,11 @@ def load_simulators() -> dict[str, SimulatorDef]:
 class Control:
     mode: str = "normal"
     delay: float = DEFAULT_DELAY
+    share: float = 1.0  # part of the requests that mode "errors" fails
     store: dict[str, Any] = field(default_factory=dict)  # the simulator's own memory
 
     def as_dict(self) -> dict[str, Any]:
-        return {"mode": self.mode, "delay": self.delay}
+        return {"mode": self.mode, "delay": self.delay, "share": self.share}
 
 
 class Controls:
@@ -94,16 +103,18 @@ class Controls:
         with self._lock:
             return self._controls[name]
 
-    def set(self, name: str, mode: str, delay: float) -> Control:
+    def set(self, name: str, mode: str, delay: float, share: float | None = None) -> Control:
         with self._lock:
             control = self._controls[name]
             control.mode, control.delay = mode, delay
+            if share is not None:
+                control.share = share
             return control
 
     def reset(self) -> None:
         with self._lock:
             for control in self._controls.values():
-                control.mode, control.delay = "normal", DEFAULT_DELAY
+                control.mode, control.delay, control.share = "normal", DEFAULT_DELAY, 1.0
 
 
 def _controls() -> Controls:
@@ -114,7 +125,7 @@ def behaviour(name: str) -> Response | None:
     """What a simulator view calls first: None to answer normally, else the answer to give.
 
     slow sleeps for the delay and then lets the view answer; down answers 503; errors gives
-    the simulator's own error answer (or a plain 500 when it has none).
+    the simulator's own error answer (or a plain 500 when it has none) to `share` of the requests.
     """
     control = _controls().get(name)
     if control.mode == "slow":
@@ -125,7 +136,7 @@ def behaviour(name: str) -> Response | None:
         response.status_code = 503
         response.headers["Retry-After"] = "60"
         return response
-    if control.mode == "errors":
+    if control.mode == "errors" and random.random() < control.share:
         definition = SIMULATORS.get(name)
         if definition is not None and definition.error_answer is not None:
             return definition.error_answer()
@@ -133,6 +144,11 @@ def behaviour(name: str) -> Response | None:
         response.status_code = 500
         return response
     return None
+
+
+def control_of(name: str) -> Control:
+    """The current mode, delay and share of a simulator in this host."""
+    return _controls().get(name)
 
 
 def storage(name: str) -> dict[str, Any]:
@@ -174,7 +190,7 @@ def create_simulators_app(config: dict[str, Any] | None = None) -> Flask:
         if request.method == "POST":
             payload = request.get_json(silent=True)
             if not isinstance(payload, dict):
-                return _refuse(400, "Ожидается JSON-объект с полями mode и delay.")
+                return _refuse(400, "Ожидается JSON-объект с полями mode, delay и share.")
             current = controls.get(name)
             mode = payload.get("mode", current.mode)
             if mode not in MODES:
@@ -182,8 +198,11 @@ def create_simulators_app(config: dict[str, Any] | None = None) -> Flask:
             delay = payload.get("delay", current.delay)
             if isinstance(delay, bool) or not isinstance(delay, int | float) or not 0 <= delay <= MAX_DELAY:
                 return _refuse(400, f"Задержка delay должна быть числом секунд от 0 до {MAX_DELAY:g}.")
-            controls.set(name, mode, float(delay))
-            log.info("Симулятор %s: режим %s, задержка %s с", name, mode, delay)
+            share = payload.get("share", current.share)
+            if isinstance(share, bool) or not isinstance(share, int | float) or not 0 <= share <= 1:
+                return _refuse(400, "Доля ошибок share должна быть числом от 0 до 1.")
+            controls.set(name, mode, float(delay), float(share))
+            log.info("Симулятор %s: режим %s, задержка %s с, доля ошибок %s", name, mode, delay, share)
         return jsonify({"name": name, "title": definitions[name].title_ru, **controls.get(name).as_dict()})
 
     @app.post("/_reset")

@@ -46,7 +46,11 @@ def test_modes_change_the_http_answers(host):
     assert errors.status_code == 500 and errors.json()["code"] == "ECHO-500"  # the simulator's own error
 
     assert _control(host, "echo", mode="slow", delay=0.6).json() == {
-        "name": "echo", "title": "Эхо (проверка симуляторов)", "mode": "slow", "delay": 0.6,
+        "name": "echo",
+        "title": "Эхо (проверка симуляторов)",
+        "mode": "slow",
+        "delay": 0.6,
+        "share": 1.0,
     }
     started = time.monotonic()
     slow = requests.get(f"{host}/echo/", timeout=5)
@@ -61,6 +65,20 @@ def test_modes_change_the_http_answers(host):
     assert requests.get(f"{host}/echo/_control", timeout=5).json()["mode"] == "normal"
 
 
+def test_errors_share_fails_only_that_part_of_the_requests(host):
+    assert _control(host, "echo", mode="errors", share=0).json()["share"] == 0
+    assert all(requests.get(f"{host}/echo/", timeout=5).status_code == 200 for _ in range(5))
+
+    _control(host, "echo", share=0.5)  # mode stays "errors"
+    codes = {requests.get(f"{host}/echo/", timeout=5).status_code for _ in range(40)}
+    assert codes == {200, 500}  # a flaky service: some requests fail, some pass
+
+    _control(host, "echo", share=1)
+    assert all(requests.get(f"{host}/echo/", timeout=5).status_code == 500 for _ in range(5))
+    assert requests.post(f"{host}/_reset", timeout=5).status_code == 200
+    assert requests.get(f"{host}/echo/_control", timeout=5).json()["share"] == 1.0
+
+
 def test_reset_puts_every_simulator_back_to_normal(host):
     _control(host, "echo", mode="down")
     assert requests.post(f"{host}/_reset", timeout=5).status_code == 200
@@ -72,6 +90,8 @@ def test_bad_control_requests_are_refused_in_russian_and_change_nothing(host):
     assert bad_mode.status_code == 400 and "Неизвестный режим" in bad_mode.json()["error"]
     bad_delay = _control(host, "echo", mode="slow", delay=-1)
     assert bad_delay.status_code == 400 and "Задержка" in bad_delay.json()["error"]
+    bad_share = _control(host, "echo", mode="errors", share=1.5)
+    assert bad_share.status_code == 400 and "Доля ошибок" in bad_share.json()["error"]
     not_json = requests.post(f"{host}/echo/_control", data="mode=down", timeout=5)
     assert not_json.status_code == 400
     unknown = _control(host, "nosuch", mode="down")

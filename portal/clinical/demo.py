@@ -1222,7 +1222,7 @@ def ensure_demo_keys() -> int:
     """The demo region's signing keys (RSA, self-signed): ВИМИС signs every request (V-5)."""
     from portal.admin.services import ensure_demo_certificate
 
-    return int(ensure_demo_certificate("vimis", "Демо-МИС региона: подпись запросов ВИМИС"))
+    return int(ensure_demo_certificate("vimis", "Демо-МИС: подпись ВИМИС"))
 
 
 @portal_cli.command("demo-data")

@@ -1,0 +1,40 @@
+"""Signing for the outside systems, behind one small interface (DESIGN.md «Crypto»).
+
+Callers use only what is exported here. The working default is RSA-2048 / SHA-256 (keys the
+set-up generates for the demo); real ВИМИС and ФСС want GOST R 34.10-2012, which a provider can
+add in `keys.py` (key loading and algorithm URIs) without touching callers.
+
+    key = load_signing_key(cert.cert_pem, cert.key_pem)     # a Certificate row, purpose "vimis"
+    sign_envelope(envelope, key, ["body", "id-to", ...])      # WS-Security of a SOAP message
+    verify_envelope(answer, trusted_pem=ips_cert_pem)         # -> signer subject or SignatureError
+    detached_signature(key, document) / verify_detached(...)  # CMS of a document
+    crc32_checksum(document)                                  # sendDocument signature/checksum
+    zeep.Client(wsdl, wsse=WsSecurity(key, add_headers))      # the same inside zeep
+"""
+
+from portal.crypto.cms import crc32_checksum, detached_signature, verify_detached
+from portal.crypto.keys import (
+    CryptoError,
+    SignatureError,
+    SigningKey,
+    SigningKeyError,
+    generate_demo_certificate,
+    load_signing_key,
+)
+from portal.crypto.wssec import WsSecurity, set_wsu_id, sign_envelope, verify_envelope
+
+__all__ = [
+    "CryptoError",
+    "SignatureError",
+    "SigningKey",
+    "SigningKeyError",
+    "WsSecurity",
+    "crc32_checksum",
+    "detached_signature",
+    "generate_demo_certificate",
+    "load_signing_key",
+    "set_wsu_id",
+    "sign_envelope",
+    "verify_detached",
+    "verify_envelope",
+]
