@@ -5,6 +5,7 @@
     GET  /vimis/_certificate   the simulator's signing certificate (PEM), to pin its answers
     GET  /vimis/_documents     received documents (JSON list), for tests and demos
     GET|POST /vimis/_settings  {"result_delay": seconds, "callbacks": true|false}
+    POST /vimis/kas            the КАС case id service (REST, §5.3): a new case number
 
 What it does, as the real service does (specs/vimis/NOTES.md):
 
@@ -195,6 +196,7 @@ class VimisState:
         self.callbacks = callbacks
         self.callback_timeout = callback_timeout
         self.documents: dict[str, Received] = {}
+        self.kas_numbers: dict[tuple[int, str], int] = {}  # (year, region) → last КАС case number
         self.by_message_id: dict[str, str] = {}
 
     def find(self, identifier: str) -> Received | None:
@@ -746,6 +748,34 @@ def settings():
         with state.lock:
             state.result_delay, state.callbacks = float(delay), callbacks
     return jsonify(state.settings())
+
+
+@bp.post("/kas")
+def kas_case_number():
+    """The КАС case id service (protocol §5.3): {"mo_oid", "year", "region"} → «26-35-00001»."""
+    answer = behaviour(NAME)
+    if answer is not None:
+        return answer
+    payload = request.get_json(silent=True)
+    errors = []
+    if not isinstance(payload, dict):
+        payload, errors = {}, ["Ожидается JSON-объект с полями mo_oid, year, region"]
+    mo_oid, year, region = payload.get("mo_oid"), payload.get("year"), payload.get("region")
+    if not errors:
+        if not isinstance(mo_oid, str) or not mo_oid.startswith(FRMO_PREFIX):
+            errors.append(f"МО {mo_oid} не найдена в ФРМО")
+        if not isinstance(year, int) or not 2000 <= year <= 2100:
+            errors.append(f"Некорректный год: {year}")
+        if not (isinstance(region, str) and region.isdigit() and len(region) == 2):
+            errors.append(f"Некорректный код региона: {region}")
+    if errors:
+        return jsonify({"data": None, "is_success": False, "errors": errors})
+    state = _state()
+    with state.lock:
+        key = (year, region)
+        state.kas_numbers[key] = state.kas_numbers.get(key, 0) + 1
+        number = f"{year % 100:02d}-{region}-{state.kas_numbers[key]:05d}"
+    return jsonify({"data": {"number": number}, "is_success": True, "errors": []})
 
 
 register_simulator(NAME, "ВИМИС «АКиНЕО»", bp, error_answer=_error_answer)

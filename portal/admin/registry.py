@@ -61,6 +61,8 @@ for _d in (
                "{portal}/vimis/callback", help="Адрес, зарегистрированный в ИПС; ВИМИС присылает на него результат ФЛК."),
     SettingDef("vimis.client_entity_id", "ВИМИС «АКиНЕО»", "Идентификатор МИС в ИПС (clientEntityId)", "text",
                "demo-portal-mis"),
+    SettingDef("vimis.kas_endpoint", "ВИМИС «АКиНЕО»", "Сервис номеров случаев КАС (REST ИПС)", "url",
+               "{simulators}/vimis/kas"),
     SettingDef("vimis.send_interval", "ВИМИС «АКиНЕО»", "Интервал отправки СЭМД, с", "seconds", "20"),
     SettingDef("vimis.poll_interval", "ВИМИС «АКиНЕО»", "Интервал опроса результатов ФЛК, с", "seconds", "60"),
     SettingDef("iemk.pix_endpoint", "ИЭМК ЕГИСЗ", "Сервис пациентов (PixService)", "url", "{simulators}/iemk/pix", True),

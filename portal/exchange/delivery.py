@@ -306,6 +306,10 @@ def _send_one(channel: Channel, item_id: int, now: datetime) -> None:
         return
     try:
         prepared = channel.prepare(item)
+    except TransientError as error:  # a service the building needs is away (e.g. КАС numbers)
+        _retry_later(channel, item, error, QUEUED, now, "Формирование")
+        db.session.commit()
+        return
     except DataError as error:
         apply_outcome(channel, item, Outcome.failed(str(error)), now, "Формирование")
         db.session.commit()

@@ -250,7 +250,7 @@ def _mo_id(parent, mo: Mo, suffix: str, extension: str | None, tag: str = "id"):
     return _el(parent, tag, nullFlavor="NI")
 
 
-def _region(mo: Mo) -> str | None:
+def region_code(mo: Mo) -> str | None:
     """Region code of 1.2.643.5.1.13.13.99.2.206 from the ФРМО OID (…12.2.<region>.<n>)."""
     parts = (_oid(mo) or "").split(".")
     if len(parts) > 10 and ".".join(parts[:9]) == "1.2.643.5.1.13.13.12.2" and parts[9].isdigit():
@@ -303,7 +303,7 @@ def _organization(parent, tag: str, mo: Mo):
         _el(org, "id", nullFlavor="NI")
     _el(org, "name", mo.name)
     _el(org, "telecom", nullFlavor="NI")
-    _addr(org, mo.address, _region(mo))
+    _addr(org, mo.address, region_code(mo))
     return org
 
 
@@ -470,7 +470,7 @@ def _data_text(data: dict, key: str) -> str | None:
 def _record_target(doc, event: ClinicalEvent):
     patient = event.patient
     mo = event.mo
-    region = _region(mo)
+    region = region_code(mo)
     role = _el(_el(doc, "recordTarget"), "patientRole")
     _mo_id(role, mo, "100.1.1.10", patient.source_id)
     if digits(patient.snils):

@@ -65,12 +65,10 @@ class VimisChannel(Channel):
         if problems:
             raise DataError("; ".join(problems))
         now = utcnow()
+        kas_number = kas_case_number(semd) if semd.semd_type == 22 else None
         xml = build_document(
-            semd.event,
-            semd.semd_type,
-            version=version.number,
-            document_uuid=version.document_uuid,
-            created_at=now,
+            semd.event, semd.semd_type, version=version.number, document_uuid=version.document_uuid,
+            created_at=now, kas_case_number=kas_number,
         )
         try:
             validate_cda(xml)
@@ -120,6 +118,32 @@ class VimisChannel(Channel):
             version.answered_at = entry.at
             version.result = m.PASSED if item.state == DONE else m.ERROR
             version.answer_text = entry.message
+
+
+def kas_case_number(semd: m.Semd) -> str:
+    """The КАС case id every notice of one case carries: from the source MIS, from an earlier
+    notice of the same pregnancy, or a new one from ВИМИС's case id service (§5.3)."""
+    given = (semd.event.data or {}).get("kas_case_number")
+    if given or semd.kas_case_number:
+        return str(given or semd.kas_case_number)
+    from portal.clinical.models import ClinicalEvent
+
+    pregnancy_id = semd.event.pregnancy_id
+    if pregnancy_id is not None:
+        earlier = db.session.scalar(
+            db.select(m.Semd.kas_case_number)
+            .join(ClinicalEvent, ClinicalEvent.id == m.Semd.event_id)
+            .where(ClinicalEvent.pregnancy_id == pregnancy_id, m.Semd.semd_type == 22,
+                   m.Semd.kas_case_number.is_not(None))
+            .limit(1)
+        )
+        if earlier:
+            semd.kas_case_number = earlier
+            return earlier
+    from portal.vimis.client import new_kas_case_number
+
+    semd.kas_case_number = new_kas_case_number(semd)
+    return semd.kas_case_number
 
 
 CHANNEL = register_channel(VimisChannel())

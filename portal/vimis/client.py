@@ -255,3 +255,28 @@ def check_status(item: WorkItem) -> Status:
         return Status(None, f"ВИМИС не знает документ {asked}: {error}", "")
     code = int(result.status) if result.status is not None else 2
     return Status(code, result.description or "", signer.local.response or "")
+
+
+def new_kas_case_number(semd: Any) -> str:
+    """POST {"mo_oid", "year", "region"} to the КАС case id service → «21-77-00065» (§5.3)."""
+    from portal.vimis.builders import region_code
+
+    endpoint = get_setting("vimis.kas_endpoint", semd.mo_id)
+    timeout = float(get_setting("vimis.timeout", semd.mo_id) or 30)
+    payload = {"mo_oid": semd.mo.oid, "year": semd.event_at.year, "region": region_code(semd.mo)}
+    headers = {"clientEntityId": get_setting("vimis.client_entity_id", semd.mo_id)}
+    try:
+        answer = requests.post(endpoint, json=payload, headers=headers, timeout=timeout)
+    except requests.exceptions.RequestException as error:
+        raise TransientError(f"Сервис номеров случаев КАС недоступен: {_reason(error)}") from error
+    if answer.status_code >= 500:
+        raise TransientError(f"Сервис номеров случаев КАС ответил ошибкой HTTP {answer.status_code}")
+    try:
+        body = answer.json()
+    except ValueError as error:
+        raise TransientError("Сервис номеров случаев КАС вернул не JSON") from error
+    number = (body.get("data") or {}).get("number") if isinstance(body, dict) else None
+    if not (isinstance(body, dict) and body.get("is_success") and number):
+        errors = body.get("errors") if isinstance(body, dict) else None
+        raise DataError(f"Номер случая КАС не получен: {'; '.join(map(str, errors or [])) or answer.text[:300]}")
+    return str(number)

@@ -63,6 +63,8 @@ class Semd(TimestampMixin, db.Model):
     send_number: Mapped[int] = mapped_column(Integer, default=1)  # № отправки = the current version
     last_message: Mapped[str | None] = mapped_column(Text)  # the newest journal line …
     last_message_at: Mapped[datetime | None] = mapped_column(DateTime)  # … and its time
+    # SEMD 22: «Уникальный идентификатор случая КАС в ВИМИС», one per case (protocol §5.3)
+    kas_case_number: Mapped[str | None] = mapped_column(String(32))
 
     event: Mapped[ClinicalEvent] = relationship()
     mo: Mapped[Mo] = relationship()

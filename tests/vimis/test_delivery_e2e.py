@@ -50,6 +50,7 @@ def stack(request, tmp_path):
         else:
             db.create_all()
         set_setting("vimis.endpoint", f"{sims_url}/vimis/ws")
+        set_setting("vimis.kas_endpoint", f"{sims_url}/vimis/kas")
         set_setting("vimis.callback_url", f"{portal_url}/vimis/callback")
         set_setting("vimis.timeout", "2")
         ensure_demo_certificate("vimis", "Тест: подпись запросов ВИМИС")
@@ -107,14 +108,14 @@ def _semd(event_source_id: str = "e2e-ev-1") -> Semd:
     ).one()
 
 
-def _wait_for_status(status: str, timeout: float = 15.0) -> None:
+def _wait_for_status(status: str, source_id: str = "e2e-ev-1", timeout: float = 15.0) -> None:
     """Wait for the SEMD's status (the callback arrives on another thread)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if _semd().status == status:
+        if _semd(source_id).status == status:
             return
         time.sleep(0.1)
-    semd = _semd()
+    semd = _semd(source_id)
     raise AssertionError(f"статус {semd.status} вместо {status}: {semd.last_message}")
 
 
@@ -223,7 +224,6 @@ def test_a_lost_answer_is_resolved_by_check_status_without_a_duplicate(stack):
         delivery.send_due(CHANNEL, now=item.next_attempt_at + timedelta(seconds=1))
     db.session.expire_all()
     assert _semd().status in (DELIVERED, PASSED)
-    run_job(stack.app, "vimis_poll") if _semd().status == DELIVERED else None
     _wait_for_status(PASSED)
     assert len(_documents(stack)) == 1  # one version, one document in ВИМИС
 
@@ -251,3 +251,20 @@ def test_polling_covers_a_callback_that_never_comes(stack):
         delivery.poll_due(CHANNEL, now=utcnow() + timedelta(seconds=CHANNEL.poll_seconds + 1))
     assert _semd().status == PASSED
     assert _semd().last_message == "Версия 1 СЭМД5 прошла ФЛК"
+
+
+def test_kas_notices_of_one_case_share_the_number_from_the_case_service(stack):
+    def notice(event_id: str, status: str) -> dict:
+        return {"type": "event", "id": event_id, "kind": "kas_notice", "patient": "e2e-pat", "pregnancy": "e2e-preg",
+                "mo": "e2e-mo", "department": "e2e-dep", "doctor": "e2e-doc", "at": "2026-11-21T08:00:00",
+                "care_conditions": "1", "data": {"kas_status": status, "criterion": "Эклампсия"}}
+
+    _post(stack, [*_region(), notice("kas-1", "put_on_control"), notice("kas-2", "continue_control")])
+    run_job(stack.app, "vimis_send")
+    first, second = _semd("kas-1"), _semd("kas-2")
+    assert first.status != ERROR and first.kas_case_number, (first.status, first.last_message)
+    assert first.kas_case_number and first.kas_case_number == second.kas_case_number
+    assert first.kas_case_number.startswith("26-35-")
+    for source_id in ("kas-1", "kas-2"):
+        _wait_for_status(PASSED, source_id)
+        assert first.kas_case_number in _semd(source_id).versions[0].xml

@@ -1,8 +1,8 @@
 """exchange and vimis
 
-Revision ID: d7cabb35f570
+Revision ID: a08a913023a8
 Revises: 3c80fa103c94
-Create Date: 2026-11-24 03:15:23.599241
+Create Date: 2026-11-24 03:34:04.912758
 
 """
 from alembic import op
@@ -10,7 +10,7 @@ import sqlalchemy as sa
 
 
 # revision identifiers, used by Alembic.
-revision = 'd7cabb35f570'
+revision = 'a08a913023a8'
 down_revision = '3c80fa103c94'
 branch_labels = None
 depends_on = None
@@ -109,6 +109,7 @@ def upgrade():
     sa.Column('send_number', sa.Integer(), nullable=False),
     sa.Column('last_message', sa.Text(), nullable=True),
     sa.Column('last_message_at', sa.DateTime(), nullable=True),
+    sa.Column('kas_case_number', sa.String(length=32), nullable=True),
     sa.Column('created_at', sa.DateTime(), nullable=False),
     sa.Column('updated_at', sa.DateTime(), nullable=False),
     sa.ForeignKeyConstraint(['department_id'], ['department.id'], name=op.f('fk_semd_department_id_department')),
