@@ -16,7 +16,8 @@ from portal.exchange.runs import current_run
 from portal.extensions import db
 from portal.journal.services import packet_lines, start_manual_run
 from portal.models_base import utcnow
-from tests.conftest import csrf_token, login
+from tests import factories
+from tests.conftest import DATABASES, _reset_postgres, csrf_token, login, make_app
 
 URL = "/journal/"
 SERVICE = "cleanup_login_failures"
@@ -399,15 +400,25 @@ def test_interval_is_a_setting_and_mo_admin_runs_for_own_mo(app, client, region)
     assert "запущен." in _start(client).get_data(as_text=True)
 
 
-def test_manual_run_in_a_background_thread(app, region):
-    if db.engine.dialect.name == "sqlite":
-        pytest.skip("in-memory SQLite shares one connection between threads; PostgreSQL covers the thread")
-    started = start_manual_run(SERVICE, region.central)
-    assert started.run_id is not None and started.thread is not None
-    started.thread.join(timeout=30)
-    db.session.expire_all()
-    run = db.session.get(ServiceRun, started.run_id)
-    assert run.manual and run.result == "ok" and run.finished_at is not None
+@pytest.mark.parametrize("database", DATABASES)
+def test_manual_run_in_a_background_thread(database, tmp_path):
+    """The thread has its own connection: a file SQLite here (in-memory would share one)."""
+    overrides = {"SQLALCHEMY_DATABASE_URI": f"sqlite:///{tmp_path / 'run.db'}"} if database == "sqlite" else {}
+    app = make_app(database, **overrides)
+    with app.app_context():
+        if database == "postgresql":
+            _reset_postgres()
+        else:
+            db.create_all()
+        region = factories.make_region()
+        started = start_manual_run(SERVICE, region.central, app=app)
+        assert started.run_id is not None and started.thread is not None
+        started.thread.join(timeout=30)
+        db.session.expire_all()
+        run = db.session.get(ServiceRun, started.run_id)
+        assert run.manual and run.result == "ok" and run.finished_at is not None
+        db.session.remove()
+        db.engine.dispose()
 
 
 # --- Печать ----------------------------------------------------------------------------------------
