@@ -8,6 +8,7 @@ test on purpose: add a sample for it below.
 from __future__ import annotations
 
 import re
+import uuid
 from datetime import date, timedelta
 
 from flask import url_for
@@ -16,6 +17,7 @@ from portal.admin.models import Certificate
 from portal.auth.models import ApiToken, hash_token
 from portal.auth.roles import ROLES, role_can
 from portal.extensions import db
+from portal.vimis.models import Semd, SemdVersion
 from tests.conftest import login
 
 PUBLIC = {"static", "auth.login", "main.healthz"}
@@ -32,11 +34,39 @@ def _certificate(mo_id: int) -> Certificate:
     return cert
 
 
+def _semd(side) -> Semd:
+    """A SEMD of the side's event with a built version 1 (the registry, its fragments, the XML)."""
+    event = side.event
+    semd = Semd(
+        event_id=event.id,
+        semd_type=5,
+        mo_id=event.mo_id,
+        patient_id=event.patient_id,
+        doctor_id=event.doctor_id,
+        department_id=event.department_id,
+        event_kind=event.kind,
+        event_at=event.at,
+        care_conditions=event.care_conditions,
+        status="error",
+        send_number=1,
+        last_message="Нет адреса регистрации пациента",
+        last_message_at=event.at,
+    )
+    db.session.add(semd)
+    db.session.flush()
+    db.session.add(
+        SemdVersion(semd_id=semd.id, number=1, document_uuid=str(uuid.uuid4()), xml="<ClinicalDocument/>")
+    )
+    db.session.flush()
+    return semd
+
+
 def _samples(region):
     """Values for URL arguments: the object of МО «a» (own) and of МО «b» (other), or a global one."""
     token = ApiToken(name="matrix", token_hash=hash_token("matrix-token"), prefix="matrix-t")
     db.session.add(token)
     certs = {side: _certificate(getattr(region, side).mo.id) for side in ("a", "b")}
+    semds = {side: _semd(getattr(region, side)) for side in ("a", "b")}
     db.session.commit()
     owned = {
         "patient_id": lambda s: s.patients[0].id,
@@ -44,8 +74,9 @@ def _samples(region):
         "user_id": lambda s: s.users["doctor"].id,
         "certificate_id": lambda s: certs["a" if s is region.a else "b"].id,
         "cert_id": lambda s: certs["a" if s is region.a else "b"].id,
+        "semd_id": lambda s: semds["a" if s is region.a else "b"].id,
     }
-    shared = {"token_id": token.id, "key": "iemk"}
+    shared = {"token_id": token.id, "key": "iemk", "number": 1}
     return owned, shared
 
 

@@ -41,6 +41,45 @@ DESCRIPTION = """\
 """
 
 
+_TEXT = {"type": "string", "nullable": True}
+_MOMENT = {"type": "string", "format": "date-time", "nullable": True}
+SEMD_FEEDBACK_SCHEMA: dict[str, Any] = {  # GET /events/{source_event_id}/semd (portal/vimis/api.py)
+    "type": "object",
+    "required": ["event", "semd"],
+    "properties": {
+        "event": {"type": "string", "description": "Идентификатор мероприятия в исходной системе"},
+        "semd": {
+            "type": "object",
+            "properties": {
+                "type": {"type": "integer", "example": 17, "description": "Номер СЭМД («СЭМД 17»)"},
+                "title": {"type": "string", "example": "Выписной эпикриз из родильного дома"},
+                "send_number": {"type": "integer", "description": "№ отправки = номер текущей версии"},
+                "status": {"type": "string", "enum": ["pending", "queued", "delivered", "passed", "error"]},
+                "status_label": {"type": "string", "example": "Ошибка"},
+                "last_message": {**_TEXT, "description": "Последняя запись журнала СЭМД"},
+                "last_message_at": _MOMENT,
+                "error": {**_TEXT, "description": "Последняя ошибка журнала, если статус error"},
+                "versions": {
+                    "type": "array",
+                    "items": {
+                        "type": "object",
+                        "properties": {
+                            "number": {"type": "integer"},
+                            "built_at": _MOMENT,
+                            "sent_at": _MOMENT,
+                            "answered_at": _MOMENT,
+                            "result": {"type": "string", "enum": ["passed", "error"], "nullable": True},
+                            "answer": {**_TEXT, "description": "Ответ ВИМИС (результат ФЛК)"},
+                            "xml_url": {**_TEXT, "format": "uri", "description": "XML версии (нужен вход)"},
+                        },
+                    },
+                },
+            },
+        },
+    },
+}
+
+
 def _ref(name: str) -> dict[str, str]:
     return {"$ref": f"#/components/schemas/{name}"}
 
@@ -124,6 +163,7 @@ def build_document(max_records: int) -> dict[str, Any]:
             }
         },
     }
+    schemas["SemdFeedback"] = SEMD_FEEDBACK_SCHEMA
     schemas["Error"] = {
         "type": "object",
         "required": ["error", "message"],
@@ -158,6 +198,32 @@ def build_document(max_records: int) -> dict[str, Any]:
                         "400": error("Некорректный JSON, не объект или нет списка records; ничего не сохранено"),
                         "401": error("Нет токена или токен недействителен"),
                         "413": error(f"Больше {max_records} записей или слишком большое тело запроса; ничего не сохранено"),
+                    },
+                }
+            },
+            "/events/{source_event_id}/semd": {
+                "get": {
+                    "operationId": "getEventSemd",
+                    "summary": "Обратная связь: СЭМД ВИМИС «АКиНЕО» по мероприятию",
+                    "description": "Статус СЭМД, сформированного по триггерному мероприятию, текст ошибки "
+                    "(при статусе error) и версии с ответами ВИМИС.",
+                    "security": [{"bearerAuth": []}],
+                    "parameters": [
+                        {
+                            "name": "source_event_id",
+                            "in": "path",
+                            "required": True,
+                            "schema": {"type": "string"},
+                            "description": "Идентификатор мероприятия (event) в исходной системе",
+                        }
+                    ],
+                    "responses": {
+                        "200": {
+                            "description": "СЭМД мероприятия",
+                            "content": {"application/json": {"schema": _ref("SemdFeedback")}},
+                        },
+                        "401": error("Нет токена или токен недействителен"),
+                        "404": error("Мероприятие не найдено или по нему не формировался СЭМД"),
                     },
                 }
             },

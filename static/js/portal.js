@@ -14,3 +14,94 @@ document.addEventListener("change", function (event) {
     box.checked = event.target.checked;
   });
 });
+
+/* --- ВИМИС registry: Да/Нет dialog, mass-operation confirmation, «+»/«−» journal rows --- */
+
+// A <dialog> with «Да» / «Нет» (seed V-9): forms with data-confirm-yes-no ask before submitting.
+var yesNoDialog = null;
+function askYesNo(question, onYes) {
+  if (!yesNoDialog) {
+    yesNoDialog = document.createElement("dialog");
+    yesNoDialog.className = "confirm-dialog";
+    yesNoDialog.innerHTML = '<p class="question"></p><form method="dialog" class="buttons">' +
+      '<button value="yes" class="primary">Да</button> <button value="no">Нет</button></form>';
+    document.body.appendChild(yesNoDialog);
+  }
+  yesNoDialog.querySelector(".question").textContent = question;
+  yesNoDialog.returnValue = "";
+  yesNoDialog.onclose = function () {
+    if (yesNoDialog.returnValue === "yes") onYes();
+  };
+  yesNoDialog.showModal();
+  yesNoDialog.querySelector("button[value=no]").focus();
+}
+
+document.addEventListener("submit", function (event) {
+  var form = event.target;
+  var question = form.getAttribute("data-confirm-yes-no");
+  if (question) {
+    if (form.getAttribute("data-confirmed")) {
+      form.removeAttribute("data-confirmed");
+      return;
+    }
+    event.preventDefault();
+    event.stopPropagation();  // htmx listens on the form: it must not see the unconfirmed submit
+    var submitter = event.submitter;
+    askYesNo(question, function () {
+      form.setAttribute("data-confirmed", "1");
+      if (submitter) form.requestSubmit(submitter); else form.requestSubmit();
+    });
+    return;
+  }
+  // «Отправить выделенные в ВИМИС»: an OK confirmation that names how many rows are ticked.
+  var button = event.submitter;
+  var template = button && button.getAttribute("data-confirm-count");
+  if (!template) return;
+  var name = button.getAttribute("data-count-of");
+  var count = Array.prototype.filter.call(form.elements, function (el) {
+    return el.name === name && el.checked;
+  }).length;
+  var stop = count === 0 ? (window.alert("Не выделено ни одного СЭМД."), true)
+    : !window.confirm(template.replace("{n}", count));
+  if (stop) {
+    event.preventDefault();
+    event.stopPropagation();
+  }
+}, true);
+
+// «+» loads the journal row under its row (htmx) and becomes «−»; «−» removes the row.
+function setExpanded(toggle, open) {
+  toggle.textContent = open ? "−" : "+";
+  toggle.setAttribute("aria-expanded", open ? "true" : "false");
+}
+document.addEventListener("htmx:beforeRequest", function (event) {
+  var toggle = event.detail.elt;
+  var rowId = toggle && toggle.getAttribute && toggle.getAttribute("data-expands");
+  if (!rowId) return;
+  var open = document.getElementById(rowId);
+  if (open) {
+    event.preventDefault();
+    open.remove();
+    setExpanded(toggle, false);
+  }
+});
+document.addEventListener("htmx:afterRequest", function (event) {
+  var toggle = event.detail.elt;
+  if (toggle && toggle.getAttribute && toggle.getAttribute("data-expands") && event.detail.successful) {
+    setExpanded(toggle, true);
+  }
+});
+// A row that was re-rendered (pencil) starts collapsed: its old journal would be stale.
+document.addEventListener("htmx:load", function (event) {
+  var root = event.detail.elt;
+  if (!root.querySelectorAll) return;
+  root.querySelectorAll("[data-expands]").forEach(function (toggle) {
+    if (toggle.getAttribute("aria-expanded") === "true") return;
+    var stale = document.getElementById(toggle.getAttribute("data-expands"));
+    if (stale) stale.remove();
+  });
+});
+// «Печать» buttons.
+document.addEventListener("click", function (event) {
+  if (event.target.closest && event.target.closest("[data-print]")) window.print();
+});
