@@ -68,6 +68,7 @@ format:
 
 bench: setup-test
 	$(BIN)/python bench/intake.py
+	$(BIN)/python bench/vimis.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info
