@@ -1193,7 +1193,44 @@ class SendRun:
         return self.done / self.seconds
 
 
-def send_run(count: int, threads: int) -> SendRun:
+class _SimulatorProcess:
+    """The simulators host in a process of its own, as a real outside system would be: the
+    portal's sending thread then does not share the interpreter lock with ВИМИС's work."""
+
+    def __init__(self, config: dict) -> None:
+        import json
+        import socket
+        import subprocess
+
+        import requests
+
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+        code = (
+            "import json, time; from simulators import start_simulators; "
+            f"start_simulators({port}, config=json.loads({json.dumps(json.dumps(config))})); time.sleep(10**9)"
+        )
+        self.process = subprocess.Popen(
+            [sys.executable, "-c", code], cwd=str(ROOT), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        self.url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                requests.get(f"{self.url}/", timeout=1)
+                return
+            except requests.exceptions.ConnectionError:
+                if time.monotonic() > deadline or self.process.poll() is not None:
+                    raise SystemExit("симулятор в отдельном процессе не запустился") from None
+                time.sleep(0.1)
+
+    def shutdown(self) -> None:
+        self.process.terminate()
+        self.process.wait(timeout=10)
+
+
+def send_run(count: int, threads: int, separate: bool = True) -> SendRun:
     """Fresh SQLite file and simulators host, `count` SEMDs queued by intake, then send_due.
 
     One thread: the stages are timed. Several: each thread runs send_due in its own application
@@ -1212,7 +1249,12 @@ def send_run(count: int, threads: int) -> SendRun:
     from simulators import start_simulators
 
     workdir = Path(tempfile.mkdtemp(prefix="portal-bench-vimis-"))
-    sims, sims_url = start_simulators(0, config={"VIMIS_RESULT_DELAY": 60, "VIMIS_CALLBACKS": False})
+    config = {"VIMIS_RESULT_DELAY": 60, "VIMIS_CALLBACKS": False}
+    if separate:
+        sims = _SimulatorProcess(config)
+        sims_url = sims.url
+    else:
+        sims, sims_url = start_simulators(0, config=config)
     try:
         app = create_app(
             {
@@ -1286,10 +1328,11 @@ def send_run(count: int, threads: int) -> SendRun:
 def sending_benchmark(args) -> bool:
     print(
         f"\nОтправка СЭМД: {args.sends} СЭМД из приёма (ingest_batch) → send_due, SQLite-файл, "
-        f"симулятор ВИМИС в этом же процессе (колбэки выключены; загрузка машины: {os.getloadavg()[0]:.1f} "
+        f"симулятор ВИМИС {'в отдельном процессе' if args.simulator == 'process' else 'в этом же процессе'} "
+        f"(колбэки выключены; загрузка машины: {os.getloadavg()[0]:.1f} "
         f"при {os.cpu_count()} ядрах)"
     )
-    run = send_run(args.sends, 1)
+    run = send_run(args.sends, 1, separate=args.simulator == "process")
     timer = run.timer
     done, elapsed = run.done, run.seconds
     timer.seconds["rest"] = elapsed - sum(timer.seconds.values())
@@ -1323,7 +1366,7 @@ def sending_benchmark(args) -> bool:
     )
     runs = [run]
     if args.threads > 1:
-        parallel = send_run(args.sends, args.threads)
+        parallel = send_run(args.sends, args.threads, separate=args.simulator == "process")
         runs.append(parallel)
         print(
             f"  {args.threads} потока send_due: {parallel.done} за {parallel.seconds:.1f} с — "
@@ -1354,6 +1397,8 @@ def main() -> None:
     parser.add_argument("--sends", type=int, default=1000, help="SEMDs sent in (b)")
     parser.add_argument("--goal-rate", type=int, default=100)
     parser.add_argument("--threads", type=int, default=1, help="also send with this many send_due threads")
+    parser.add_argument("--simulator", choices=["process", "inprocess"], default="process",
+                        help="the simulators host in its own process (like a real ВИМИС) or in this one")
     parser.add_argument("--rebuild", action="store_true", help="generate the registry data again")
     parser.add_argument("--explain", action="store_true", help="query plans and a profile even if goals pass")
     parser.add_argument("--strict", action="store_true", help="exit code 1 when a goal is missed")

@@ -24,13 +24,16 @@ workers never hold the same item.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import socket
 import uuid
+from collections.abc import Callable, Iterator
+from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import ClassVar
+from typing import Any, ClassVar, TypeVar
 
 from sqlalchemy import and_, or_
 
@@ -53,6 +56,46 @@ log = logging.getLogger("exchange")
 
 OWNER = f"{socket.gethostname()}:{os.getpid()}"
 NOT_FOUND = "not_found"  # an Outcome state: the outside system has no such request
+
+
+T = TypeVar("T")
+_pass_memo: ContextVar[dict[Any, Any] | None] = ContextVar("delivery_pass_memo", default=None)
+_item_memo: ContextVar[dict[Any, Any] | None] = ContextVar("delivery_item_memo", default=None)
+
+
+@contextlib.contextmanager
+def _one_pass() -> Iterator[None]:
+    """A delivery pass: values a channel memoizes (settings, keys) are read once per pass, and
+    rows are not reloaded after every commit (each item's rows are leased to this pass)."""
+    token = _pass_memo.set({})
+    session = db.session()
+    expire = session.expire_on_commit
+    session.expire_on_commit = False
+    try:
+        yield
+    finally:
+        session.expire_on_commit = expire
+        _pass_memo.reset(token)
+
+
+@contextlib.contextmanager
+def _one_item() -> Iterator[None]:
+    """Rows a channel memoizes per item (the document and its data) live until the item is done."""
+    token = _item_memo.set({})
+    try:
+        yield
+    finally:
+        _item_memo.reset(token)
+
+
+def memo(key: Any, load: Callable[[], T], *, per_item: bool = False) -> T:
+    """`load()` once per delivery pass, or per item with `per_item` (every call outside one)."""
+    store = (_item_memo if per_item else _pass_memo).get()
+    if store is None:
+        return load()
+    if key not in store:
+        store[key] = load()
+    return store[key]
 
 
 class TransientError(Exception):
@@ -174,7 +217,6 @@ def journal(channel: Channel, item: WorkItem | None, operation: str, message: st
     if item is not None and run is not None:
         run.count(item.id, ok=level != "error")
     if notify and item is not None:
-        db.session.flush()
         channel.on_outcome(item, entry)
     return entry
 
@@ -247,6 +289,9 @@ def claim(channel: Channel, states: tuple[str, ...], now: datetime, limit: int,
     )
     ids = sorted(db.session.scalars(statement).all())
     db.session.commit()
+    for obj in list(db.session.identity_map.values()):  # a pass keeps rows unexpired: refresh these
+        if isinstance(obj, WorkItem) and obj.id in ids:
+            db.session.expire(obj)
     return ids
 
 
@@ -264,39 +309,50 @@ def send_due(channel: Channel, *, mo_id: int | None = None, now: datetime | None
     """Deliver every due item (new, retried, or with an outcome to resolve); returns how many."""
     done = 0
     limit = limit or channel.batch_size
-    while True:
-        moment = now or utcnow()
-        ids = claim(channel, (QUEUED, SENDING, UNKNOWN), moment, limit, _allowed_mo_ids(channel, mo_id))
-        for item_id in ids:
-            _send_one(channel, item_id, moment)
-            done += 1
-        if len(ids) < limit or now is not None:  # a fixed clock (tests) takes one batch
-            return done
+    with _one_pass():
+        while True:
+            moment = now or utcnow()
+            ids = claim(channel, (QUEUED, SENDING, UNKNOWN), moment, limit, _allowed_mo_ids(channel, mo_id))
+            for item_id in ids:
+                with _one_item():
+                    _send_one(channel, item_id, moment)
+                done += 1
+            if len(ids) < limit or now is not None:  # a fixed clock (tests) takes one batch
+                return done
 
 
 def poll_due(channel: Channel, *, mo_id: int | None = None, now: datetime | None = None,
              limit: int | None = None) -> int:
     """Ask about accepted items whose answer is due (covers a callback that never comes)."""
-    moment = now or utcnow()
-    ids = claim(channel, (WAITING,), moment, limit or channel.batch_size, _allowed_mo_ids(channel, mo_id))
+    with _one_pass():
+        return _poll(channel, mo_id, now or utcnow(), limit or channel.batch_size)
+
+
+def _poll(channel: Channel, mo_id: int | None, moment: datetime, limit: int) -> int:
+    ids = claim(channel, (WAITING,), moment, limit, _allowed_mo_ids(channel, mo_id))
     for item_id in ids:
-        item = db.session.get(WorkItem, item_id)
-        try:
-            outcome = channel.check(item)
-        except TransientError as error:
-            _retry_later(channel, item, error, WAITING, moment, "Запрос результата")
-        except Exception as error:  # a bug must not stop the other items
-            log.exception("Канал %s: запрос результата элемента %s", channel.name, item_id)
-            _retry_later(channel, item, RuntimeError(f"внутренняя ошибка: {error}"), WAITING, moment,
-                         "Запрос результата")
-        else:
-            if outcome.state == WAITING:  # still processing: ask again later, no journal noise
-                _release(item)
-                item.next_attempt_at = moment + timedelta(seconds=channel.poll_seconds)
-            else:
-                apply_outcome(channel, item, outcome, moment, "Запрос результата")
-        db.session.commit()
+        with _one_item():
+            _poll_one(channel, item_id, moment)
     return len(ids)
+
+
+def _poll_one(channel: Channel, item_id: int, moment: datetime) -> None:
+    item = db.session.get(WorkItem, item_id)
+    try:
+        outcome = channel.check(item)
+    except TransientError as error:
+        _retry_later(channel, item, error, WAITING, moment, "Запрос результата")
+    except Exception as error:  # a bug must not stop the other items
+        log.exception("Канал %s: запрос результата элемента %s", channel.name, item_id)
+        _retry_later(channel, item, RuntimeError(f"внутренняя ошибка: {error}"), WAITING, moment,
+                     "Запрос результата")
+    else:
+        if outcome.state == WAITING:  # still processing: ask again later, no journal noise
+            _release(item)
+            item.next_attempt_at = moment + timedelta(seconds=channel.poll_seconds)
+        else:
+            apply_outcome(channel, item, outcome, moment, "Запрос результата")
+    db.session.commit()
 
 
 def _send_one(channel: Channel, item_id: int, now: datetime) -> None:

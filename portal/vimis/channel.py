@@ -7,7 +7,10 @@ newest journal line (the registry's Статус column) in step with every jour
 
 from __future__ import annotations
 
-from portal.exchange.delivery import Channel, DataError, Outcome, register_channel
+from sqlalchemy.orm import joinedload
+
+from portal.clinical.models import ClinicalEvent
+from portal.exchange.delivery import Channel, DataError, Outcome, memo, register_channel
 from portal.exchange.models import (
     CANCELLED,
     DONE,
@@ -43,7 +46,8 @@ class VimisChannel(Channel):
     poll_seconds = 60  # the real ВИМИС answers in 15–20 minutes; the callback usually comes first
 
     def version(self, item: WorkItem) -> m.SemdVersion:
-        return db.session.get(m.SemdVersion, item.subject_id)
+        """The version with its SEMD and event loaded in one query, held for the delivery pass."""
+        return memo(("semd_version", item.subject_id), lambda: _load_version(item.subject_id), per_item=True)
 
     def subject(self, item: WorkItem) -> tuple[str, int]:
         return "semd", self.version(item).semd_id
@@ -118,6 +122,22 @@ class VimisChannel(Channel):
             version.answered_at = entry.at
             version.result = m.PASSED if item.state == DONE else m.ERROR
             version.answer_text = entry.message
+
+
+def _load_version(version_id: int) -> m.SemdVersion:
+    """One query for everything a document needs; fresh even if a row lingers in the session."""
+    event = joinedload(m.SemdVersion.semd).joinedload(m.Semd.event)
+    query = (
+        db.select(m.SemdVersion)
+        .where(m.SemdVersion.id == version_id)
+        .options(
+            event.joinedload(ClinicalEvent.patient), event.joinedload(ClinicalEvent.pregnancy),
+            event.joinedload(ClinicalEvent.doctor), event.joinedload(ClinicalEvent.mo),
+            event.joinedload(ClinicalEvent.department), event.joinedload(ClinicalEvent.hospitalisation),
+        )
+        .execution_options(populate_existing=True)
+    )
+    return db.session.scalars(query).unique().one()
 
 
 def kas_case_number(semd: m.Semd) -> str:

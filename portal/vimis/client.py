@@ -23,9 +23,9 @@ from zeep.exceptions import Fault, TransportError, XMLSyntaxError
 from zeep.transports import Transport
 
 from portal import crypto
+from portal.admin import services as admin_services
 from portal.admin.models import Certificate
-from portal.admin.services import get_setting
-from portal.exchange.delivery import DataError, TransientError, UnknownOutcome
+from portal.exchange.delivery import DataError, TransientError, UnknownOutcome, memo
 from portal.exchange.models import WorkItem
 from portal.extensions import db
 from portal.vimis.semd_types import SEMD_TYPES, VMCL_AKINEO
@@ -128,7 +128,15 @@ def _client(endpoint: str, timeout: float) -> tuple[Any, _Signer]:
         return cached[1], cached[2]
 
 
+def get_setting(key: str, mo_id: int | None) -> str:
+    return memo((key, mo_id), lambda: admin_services.get_setting(key, mo_id))
+
+
 def signing_key(mo_id: int | None) -> crypto.SigningKey:
+    return memo(("signing_key", mo_id), lambda: _signing_key(mo_id))
+
+
+def _signing_key(mo_id: int | None) -> crypto.SigningKey:
     """The МО's own «Подпись СЭМД для ВИМИС» certificate, else the region's; valid today."""
     today = date.today()
     rows = db.session.scalars(
