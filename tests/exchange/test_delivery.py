@@ -252,6 +252,7 @@ def test_a_refusal_by_the_system_fails_the_item(remote):
 def test_cancel_only_before_the_item_left(remote):
     queued = _item(remote, 9)
     assert delivery.cancel(remote, queued, "отменено") is True
+    db.session.commit()  # as the view does
     assert _reload(queued).state == CANCELLED
     sent = _item(remote, 10)
     delivery.send_due(remote)
