@@ -276,7 +276,10 @@ def claim(channel: Channel, states: tuple[str, ...], now: datetime, limit: int,
     )
     if mo_ids is not None:
         due = and_(due, WorkItem.mo_id.in_(mo_ids))
-    inner = db.select(WorkItem.id).where(due).order_by(WorkItem.next_attempt_at, WorkItem.id).limit(limit)
+    # Newest due first: after an outage or a bulk load the backlog drains behind what people
+    # are doing now, so a fresh event reaches ВИМИС in seconds, not after thousands of old ones.
+    inner = db.select(WorkItem.id).where(due).order_by(WorkItem.next_attempt_at.desc(), WorkItem.id.desc())
+    inner = inner.limit(limit)
     if db.engine.dialect.name == "postgresql":
         inner = inner.with_for_update(skip_locked=True)
     lease_until = now + timedelta(seconds=channel.lease_seconds)

@@ -302,7 +302,7 @@ def test_central_admin_picks_any_mo_or_all_and_gets_that_mo_s_doctors(app, clien
     login(client, region.central)
     doc = page(client)
     assert set(row_ids(doc)) == {semd_a.id, semd_b.id}
-    assert "МО" in [th.text for th in doc.xpath("//thead//th")]  # all МО: each row names its МО
+    assert "МО, отделение" in [th.text for th in doc.xpath("//thead//th")]  # all МО: each row names its МО
     doc = page(client, mo=region.b.mo.id)
     assert row_ids(doc) == [semd_b.id]
     doctors = [o.get("value") for o in doc.xpath("//select[@name='doctor']/option")]
