@@ -202,6 +202,15 @@ def create_scheduler(app: Flask) -> BackgroundScheduler:
 
 
 def start_scheduler(app: Flask) -> BackgroundScheduler:
+    from portal.exchange.runs import close_interrupted_runs
+
+    try:
+        with app.app_context():
+            closed = close_interrupted_runs()
+        if closed:
+            log.info("Запусков, прерванных остановкой портала, отмечено: %s", closed)
+    except Exception:  # an unmigrated database must not stop the scheduler
+        log.warning("Прерванные запуски не отмечены", exc_info=True)
     scheduler = create_scheduler(app)
     scheduler.start()
     for job in scheduler.get_jobs():

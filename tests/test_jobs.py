@@ -130,3 +130,20 @@ def test_tidy_service_runs_keeps_runs_with_packets_and_closes_dead_ones(app):
     assert db.session.get(ServiceRun, ids["empty"]) is None
     assert db.session.get(ServiceRun, ids["busy"]) is not None and db.session.get(ServiceRun, ids["fresh"]) is not None
     assert db.session.get(ServiceRun, ids["dead"]).result == RUN_ERROR
+
+
+def test_starting_the_scheduler_closes_runs_its_predecessor_left_running(app):
+    from jobs.scheduler import start_scheduler
+    from portal.exchange.models import RUN_ERROR, RUN_RUNNING, ServiceRun
+
+    scheduled = ServiceRun(service="vimis_send", result=RUN_RUNNING)
+    manual = ServiceRun(service="vimis_send", result=RUN_RUNNING, manual=True)  # a web worker's thread may own it
+    db.session.add_all([scheduled, manual])
+    db.session.commit()
+    ids = scheduled.id, manual.id
+    scheduler = start_scheduler(app)
+    scheduler.shutdown(wait=False)
+    db.session.expire_all()
+    closed, still = (db.session.get(ServiceRun, i) for i in ids)
+    assert closed.result == RUN_ERROR and "прерван" in closed.message and closed.finished_at is not None
+    assert still.result == RUN_RUNNING

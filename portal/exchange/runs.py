@@ -68,3 +68,16 @@ def recording(service: str, *, mo_id: int | None = None, manual: bool = False,
         if error is not None:
             run.message = f"{type(error).__name__}: {error}"[:2000]
         db.session.commit()
+
+
+def close_interrupted_runs(message: str = "Запуск прерван: портал перезапущен, не дождавшись завершения") -> int:
+    """Scheduled runs still «Выполняется» when the scheduler starts died with the old process."""
+    from portal.exchange.models import RUN_RUNNING
+
+    closed = db.session.execute(
+        db.update(ServiceRun)
+        .where(ServiceRun.result == RUN_RUNNING, ServiceRun.manual.is_(False))
+        .values(result=RUN_ERROR, finished_at=utcnow(), message=message)
+    ).rowcount or 0
+    db.session.commit()
+    return closed
