@@ -25,9 +25,11 @@ workers never hold the same item.
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import logging
 import os
 import socket
+import threading
 import uuid
 from collections.abc import Callable, Iterator
 from contextvars import ContextVar
@@ -35,6 +37,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, ClassVar, TypeVar
 
+from flask import current_app
 from sqlalchemy import and_, or_
 
 from portal.exchange.models import (
@@ -149,6 +152,7 @@ class Channel:
     retry_base_seconds: ClassVar[int] = 30
     retry_cap_seconds: ClassVar[int] = 3600
     batch_size: ClassVar[int] = 200
+    workers: ClassVar[int] = 1  # sending threads of one job run
 
     def subject(self, item: WorkItem) -> tuple[str, int]:
         """The domain row whose journal the item's lines belong to."""
@@ -308,10 +312,48 @@ def _allowed_mo_ids(channel: Channel, mo_id: int | None) -> set[int] | None:
 
 
 def send_due(channel: Channel, *, mo_id: int | None = None, now: datetime | None = None,
-             limit: int | None = None) -> int:
-    """Deliver every due item (new, retried, or with an outcome to resolve); returns how many."""
+             limit: int | None = None, workers: int | None = None) -> int:
+    """Deliver every due item (new, retried, or with an outcome to resolve); returns how many.
+
+    With several workers each thread claims its own batches (the lease keeps them apart), so
+    one thread builds and signs while another waits for the outside system's answer.
+    """
+    workers = workers or channel.workers
+    if workers <= 1 or now is not None or _single_connection():
+        return _send_loop(channel, mo_id, now, limit or channel.batch_size)
+    app = current_app._get_current_object()
+    counts: list[int] = []
+    errors: list[BaseException] = []
+
+    def worker() -> None:
+        with app.app_context():
+            try:
+                counts.append(_send_loop(channel, mo_id, None, limit or channel.batch_size))
+            except BaseException as error:  # re-raised in the calling thread
+                errors.append(error)
+            finally:
+                db.session.remove()
+
+    # Each thread runs in a copy of this context: journal lines keep counting into the run.
+    threads = [threading.Thread(target=contextvars.copy_context().run, args=(worker,), name=f"{channel.name}-send-{n}")
+               for n in range(workers)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    if errors:
+        raise errors[0]
+    return sum(counts)
+
+
+def _single_connection() -> bool:
+    """In-memory SQLite (tests) has one shared connection: threads would trip over it."""
+    url = db.engine.url
+    return url.get_backend_name() == "sqlite" and url.database in (None, "", ":memory:")
+
+
+def _send_loop(channel: Channel, mo_id: int | None, now: datetime | None, limit: int) -> int:
     done = 0
-    limit = limit or channel.batch_size
     with _one_pass():
         while True:
             moment = now or utcnow()

@@ -44,6 +44,8 @@ class VimisChannel(Channel):
     procedure = "vimis"
     lease_seconds = 180
     poll_seconds = 60  # the real ВИМИС answers in 15–20 minutes; the callback usually comes first
+    batch_size = 50  # small batches: two workers share the backlog evenly and fresh items go first
+    workers = 2  # one builds and signs while the other waits for ВИМИС
 
     def version(self, item: WorkItem) -> m.SemdVersion:
         """The version with its SEMD and event loaded in one query, held for the delivery pass."""

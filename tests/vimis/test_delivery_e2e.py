@@ -268,3 +268,15 @@ def test_kas_notices_of_one_case_share_the_number_from_the_case_service(stack):
     for source_id in ("kas-1", "kas-2"):
         _wait_for_status(PASSED, source_id)
         assert first.kas_case_number in _semd(source_id).versions[0].xml
+
+
+def test_two_sending_workers_deliver_every_semd_exactly_once(stack):
+    assert CHANNEL.workers >= 2
+    _post(stack, [*_region(), *(_exam(f"e2e-many-{n}") for n in range(30))])
+    run_job(stack.app, "vimis_send")
+    documents = _documents(stack)
+    assert len(documents) == 30 and len({d["message_id"] for d in documents}) == 30
+    run = db.session.scalars(db.select(ServiceRun).where(ServiceRun.service == "vimis_send")).one()
+    assert (run.total, run.errors, run.result) == (30, 0, "ok")
+    for n in range(30):
+        _wait_for_status(PASSED, f"e2e-many-{n}")
