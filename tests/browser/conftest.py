@@ -102,3 +102,14 @@ def live_server(tmp_path):
         server.server_close()
         with app.app_context():
             db.engine.dispose()
+
+
+def log_in(page, base_url: str, login: str, password: str) -> None:
+    """Log in through the form as a person would, and wait for the menu."""
+    from playwright.sync_api import expect
+
+    page.goto(f"{base_url}/login")
+    page.get_by_label("Логин").fill(login)
+    page.get_by_label("Пароль").fill(password)
+    page.get_by_role("button", name="Войти").click()
+    expect(page.get_by_role("navigation", name="Главное меню")).to_be_visible()

@@ -7,15 +7,9 @@ import re
 import pytest
 from playwright.sync_api import expect
 
+from tests.browser.conftest import log_in
+
 pytestmark = pytest.mark.browser
-
-
-def _log_in(page, base_url: str, login: str, password: str) -> None:
-    page.goto(f"{base_url}/login")
-    page.get_by_label("Логин").fill(login)
-    page.get_by_label("Пароль").fill(password)
-    page.get_by_role("button", name="Войти").click()
-    expect(page.get_by_role("navigation", name="Главное меню")).to_be_visible()
 
 
 def test_doctor_uses_menu_and_patients_page_then_central_admin_sees_administration(
@@ -24,7 +18,7 @@ def test_doctor_uses_menu_and_patients_page_then_central_admin_sees_administrati
     url, region = live_server.url, live_server.region
     menu = page.get_by_role("navigation", name="Главное меню")
 
-    _log_in(page, url, region.doctor, region.password)
+    log_in(page, url, region.doctor, region.password)
     expect(page.locator(".topbar .user")).to_have_text(region.doctor_name)
     expect(menu).to_contain_text("Интеграционные сервисы")
     expect(menu).to_contain_text("Исходные данные")
@@ -52,7 +46,7 @@ def test_doctor_uses_menu_and_patients_page_then_central_admin_sees_administrati
     page.get_by_role("button", name="Выйти").click()
     expect(page.get_by_role("button", name="Войти")).to_be_visible()
 
-    _log_in(page, url, region.central, region.password)
+    log_in(page, url, region.central, region.password)
     expect(menu).to_contain_text("Администрирование")
     expect(menu.get_by_role("link", name="Медицинские организации")).to_be_visible()
     screenshot(page, "03-central-admin-menu")

@@ -14,6 +14,7 @@ from portal.extensions import db
 from portal.vimis import models as m
 from portal.vimis.channel import CHANNEL
 from portal.vimis.services import current_version
+from tests.browser.conftest import log_in
 from tests.vimis.test_registry import _item, finish, trigger
 
 pytestmark = pytest.mark.browser
@@ -42,18 +43,10 @@ def _seed(app) -> dict:
         return ids
 
 
-def _log_in(page, base_url: str, login: str, password: str) -> None:
-    page.goto(f"{base_url}/login")
-    page.get_by_label("Логин").fill(login)
-    page.get_by_label("Пароль").fill(password)
-    page.get_by_role("button", name="Войти").click()
-    expect(page.get_by_role("navigation", name="Главное меню")).to_be_visible()
-
-
 def test_registry_filter_journal_pencil_and_mass_send(live_server, page, screenshot):
     url, region, app = live_server.url, live_server.region, live_server.app
     ids = _seed(app)
-    _log_in(page, url, region.doctor, region.password)
+    log_in(page, url, region.doctor, region.password)
     page.get_by_role("navigation", name="Главное меню").get_by_role(
         "link", name="Реестр СЭМД ВИМИС АКИНЕО"
     ).click()
