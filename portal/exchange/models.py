@@ -28,8 +28,6 @@ STATES: dict[str, str] = {
     FAILED: "Ошибка",
     CANCELLED: "Отменён",
 }
-FINAL_STATES = frozenset({DONE, FAILED, CANCELLED})
-OPEN_STATES = frozenset({QUEUED, SENDING, UNKNOWN, WAITING})
 
 
 class WorkItem(TimestampMixin, db.Model):

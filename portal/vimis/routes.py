@@ -17,7 +17,7 @@ from portal.vimis import api as _api  # noqa: F401  (registers GET /api/v1/event
 from portal.vimis import bp, registry, services
 from portal.vimis import triggers as _triggers  # noqa: F401  (registers the intake hook)
 from portal.vimis.models import IN_FLIGHT, STATUS_COLOURS, STATUSES, Semd, SemdVersion
-from portal.vimis.semd_types import SEMD_TYPES
+from portal.vimis.semd_types import SEMD_TYPES, TRIGGER_POINTS
 
 SOAP_ENV = "http://schemas.xmlsoap.org/soap/envelope/"
 CALLBACK_NS = "http://callback.mis.vimis.rosminzdrav.ru/"
@@ -218,6 +218,8 @@ def semd_card(semd_id: int):
         "vimis/semd.html",
         journal=registry.semd_journal(semd),
         semd_title=semd_type.title if semd_type else "",
+        semd_type=semd_type,
+        trigger_points=TRIGGER_POINTS,
         **_row_context(semd),
     )
 

@@ -417,6 +417,7 @@ def test_plus_shows_the_journal_with_versions_xml_and_answer(app, client, region
     card = client.get(f"/vimis/semd/{semd.id}")  # the page the «+» opens without JavaScript
     text = card.get_data(as_text=True)
     assert card.status_code == 200 and ERROR_LINE in text and "XML версии 1" in text and "Печать" in text
+    assert "Триггерная точка" in text  # what ВИМИС receives with the document: docType and trigger point
 
 
 def test_pencil_turns_the_row_yellow_and_a_sent_version_gets_a_successor(app, client, region):
