@@ -41,14 +41,12 @@ STALE_RUN_HOURS = 6
 
 
 def tidy_service_runs(now: datetime | None = None) -> str:
-    from portal.exchange.models import RUN_ERROR, RUN_OK, RUN_RUNNING, JournalEntry, ServiceRun
+    from portal.exchange.models import RUN_OK, JournalEntry, ServiceRun
+    from portal.exchange.runs import close_interrupted_runs
 
     now = now or utcnow()
-    stale = db.session.execute(
-        db.update(ServiceRun)
-        .where(ServiceRun.result == RUN_RUNNING, ServiceRun.started_at < now - timedelta(hours=STALE_RUN_HOURS))
-        .values(result=RUN_ERROR, finished_at=now, message="Запуск прерван: процесс остановился, не завершив работу")
-    ).rowcount or 0
+    stale = close_interrupted_runs("Запуск прерван: процесс остановился, не завершив работу",
+                                   started_before=now - timedelta(hours=STALE_RUN_HOURS), include_manual=True)
     has_entries = db.select(JournalEntry.id).where(JournalEntry.run_id == ServiceRun.id).exists()
     deleted = db.session.execute(
         db.delete(ServiceRun).where(

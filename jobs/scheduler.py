@@ -206,7 +206,8 @@ def start_scheduler(app: Flask) -> BackgroundScheduler:
 
     try:
         with app.app_context():
-            closed = close_interrupted_runs()
+            closed = close_interrupted_runs("Запуск прерван: портал перезапущен, не дождавшись завершения")
+            db.session.commit()
         if closed:
             log.info("Запусков, прерванных остановкой портала, отмечено: %s", closed)
     except Exception:  # an unmigrated database must not stop the scheduler

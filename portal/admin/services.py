@@ -28,6 +28,7 @@ from portal.auth.roles import CENTRAL_ADMIN, ROLES
 from portal.auth.scoping import filter_mo_id, scoped, visible_mo_id
 from portal.clinical.hooks import StoredRecord, on_stored
 from portal.clinical.models import Mo, Staff
+from portal.dates import parse_date
 from portal.extensions import db
 from portal.models_base import utcnow
 
@@ -771,16 +772,11 @@ class AuditFilters:
 
 
 def _parse_date(raw: str | None, label: str, errors: list[str]) -> date | None:
-    raw = (raw or "").strip()
-    if not raw:
+    try:
+        return parse_date(raw)
+    except ValueError:
+        errors.append(f"Дата «{label}» не распознана: укажите её как ДД.ММ.ГГГГ.")
         return None
-    for fmt in ("%Y-%m-%d", "%d.%m.%Y"):
-        try:
-            return datetime.strptime(raw, fmt).date()
-        except ValueError:
-            continue
-    errors.append(f"Дата «{label}» не распознана: укажите её как ДД.ММ.ГГГГ.")
-    return None
 
 
 def parse_audit_filters(args: Any) -> AuditFilters:

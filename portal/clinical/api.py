@@ -33,7 +33,7 @@ def api_error(status: int, message: str) -> Response:
     return response
 
 
-def _authenticate() -> tuple[int | None, Response | None]:
+def authenticate() -> tuple[int | None, Response | None]:
     """The token's id, or the 401 answer; marks the token as used (cheaply: once a minute)."""
     scheme, _, value = request.headers.get("Authorization", "").strip().partition(" ")
     value = value.strip()
@@ -85,7 +85,7 @@ def _read_batch() -> tuple[list | None, Response | None]:
 
 @api_bp.post("/records")
 def post_records() -> Response:
-    _token_id, refusal = _authenticate()
+    _token_id, refusal = authenticate()
     if refusal is not None:
         return refusal
     records, refusal = _read_batch()

@@ -106,6 +106,11 @@ KAS_STATUSES: dict[str, str] = {
 PAYMENT_KINDS: dict[str, str] = {"oms": "ОМС", "budget": "Бюджет", "paid": "Платные услуги", "other": "Иное"}
 
 
+def join_name(*parts: str | None) -> str:
+    """«Фамилия Имя Отчество» without the empty parts."""
+    return " ".join(p for p in parts if p)
+
+
 class Mo(TimestampMixin, db.Model):
     """Медицинская организация."""
 
@@ -165,7 +170,7 @@ class Staff(TimestampMixin, db.Model):
 
     @property
     def full_name(self) -> str:
-        return " ".join(p for p in (self.last_name, self.first_name, self.middle_name) if p)
+        return join_name(self.last_name, self.first_name, self.middle_name)
 
 
 class Patient(TimestampMixin, db.Model):
@@ -206,7 +211,7 @@ class Patient(TimestampMixin, db.Model):
 
     @property
     def full_name(self) -> str:
-        return " ".join(p for p in (self.last_name, self.first_name, self.middle_name) if p)
+        return join_name(self.last_name, self.first_name, self.middle_name)
 
 
 class Pregnancy(TimestampMixin, db.Model):

@@ -11,8 +11,9 @@ import contextlib
 from collections.abc import Iterator
 from contextvars import ContextVar
 from dataclasses import dataclass, field
+from datetime import datetime
 
-from portal.exchange.models import RUN_ERROR, RUN_OK, ServiceRun
+from portal.exchange.models import RUN_ERROR, RUN_OK, RUN_RUNNING, ServiceRun
 from portal.extensions import db
 from portal.models_base import utcnow
 
@@ -70,14 +71,16 @@ def recording(service: str, *, mo_id: int | None = None, manual: bool = False,
         db.session.commit()
 
 
-def close_interrupted_runs(message: str = "Запуск прерван: портал перезапущен, не дождавшись завершения") -> int:
-    """Scheduled runs still «Выполняется» when the scheduler starts died with the old process."""
-    from portal.exchange.models import RUN_RUNNING
+def close_interrupted_runs(message: str, *, started_before: datetime | None = None,
+                           include_manual: bool = False) -> int:
+    """Mark runs left «Выполняется» by a process that died as «Завершено с ошибкой».
 
-    closed = db.session.execute(
-        db.update(ServiceRun)
-        .where(ServiceRun.result == RUN_RUNNING, ServiceRun.manual.is_(False))
-        .values(result=RUN_ERROR, finished_at=utcnow(), message=message)
-    ).rowcount or 0
-    db.session.commit()
-    return closed
+    At scheduler start every scheduled run is such a run (the scheduler runs in one process);
+    manual runs live in web workers' threads, so only an age limit closes them.
+    """
+    stmt = db.update(ServiceRun).where(ServiceRun.result == RUN_RUNNING)
+    if started_before is not None:
+        stmt = stmt.where(ServiceRun.started_at < started_before)
+    if not include_manual:
+        stmt = stmt.where(ServiceRun.manual.is_(False))
+    return db.session.execute(stmt.values(result=RUN_ERROR, finished_at=utcnow(), message=message)).rowcount or 0

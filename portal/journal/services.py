@@ -28,6 +28,7 @@ from portal.admin import services as admin_services
 from portal.admin.audit import audit
 from portal.admin.registry import SettingDef, register_setting
 from portal.auth.models import User
+from portal.auth.scoping import scoped
 from portal.clinical.models import Mo
 from portal.exchange.models import (
     RUN_ERROR,
@@ -121,11 +122,7 @@ def _scope_runs(stmt, user: User, entity: Any = ServiceRun):
 
 def _scope_entries(stmt, user: User):
     """Entries a user may see: all for ЦОД, only their own МО's for everyone else."""
-    if user.is_central:
-        return stmt
-    if user.mo_id is None:
-        return stmt.where(false())
-    return stmt.where(JournalEntry.mo_id == user.mo_id)
+    return scoped(stmt, JournalEntry.mo_id, user)
 
 
 def _counted_items(user: User, errors_only: bool):

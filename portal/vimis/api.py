@@ -12,7 +12,7 @@ from flask import Response, jsonify, url_for
 from sqlalchemy import select
 
 from portal.clinical import api_bp
-from portal.clinical.api import _authenticate, api_error
+from portal.clinical.api import api_error, authenticate
 from portal.clinical.models import ClinicalEvent
 from portal.extensions import db
 from portal.vimis import models as m
@@ -75,7 +75,7 @@ def semd_feedback(source_event_id: str) -> dict[str, Any]:
 
 @api_bp.get("/events/<path:source_event_id>/semd")
 def event_semd(source_event_id: str) -> Response:
-    _token_id, refusal = _authenticate()
+    _token_id, refusal = authenticate()
     if refusal is not None:
         return refusal
     try:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import threading
+import uuid
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
@@ -257,8 +258,6 @@ def send_document(item: WorkItem, semd: Any, document: bytes) -> Sent:
 
 def check_status(item: WorkItem) -> Status:
     """checkStatus by ВИМИС's msg_id, or by our MessageID when the send's answer was lost."""
-    import uuid
-
     asked = item.external_id or item.request_id
     try:
         result, signer = _call(item, "checkStatus", str(uuid.uuid4()), "checkStatus", msg_id=asked)

@@ -18,7 +18,8 @@ from sqlalchemy import and_, func, literal, select, text, tuple_
 from sqlalchemy.orm import aliased
 
 from portal.auth.scoping import filter_mo_id, may_see_mo, scoped
-from portal.clinical.models import EVENT_KINDS, Department, Mo, Patient, Staff
+from portal.clinical.models import EVENT_KINDS, Department, Mo, Patient, Staff, join_name
+from portal.dates import parse_date
 from portal.exchange.models import JournalEntry, WorkItem
 from portal.extensions import db
 from portal.vimis import models as m
@@ -43,15 +44,11 @@ class FilterError(ValueError):
 
 
 def _parse_date(raw: str | None, default: date, label: str) -> date:
-    raw = (raw or "").strip()
-    if not raw:
-        return default
-    for fmt in ("%Y-%m-%d", "%d.%m.%Y"):
-        try:
-            return datetime.strptime(raw, fmt).date()
-        except ValueError:
-            continue
-    raise FilterError(f"{label} «{raw}» должна быть в формате ГГГГ-ММ-ДД или ДД.ММ.ГГГГ.")
+    try:
+        parsed = parse_date(raw)
+    except ValueError:
+        raise FilterError(f"{label} «{(raw or '').strip()}» должна быть в формате ГГГГ-ММ-ДД или ДД.ММ.ГГГГ.") from None
+    return default if parsed is None else parsed
 
 
 MAX_ID = 2**31 - 1  # ids are 32-bit integers in the database
@@ -244,10 +241,6 @@ def _custom_plans(filters: RegistryFilters) -> None:
         db.session.execute(text("SET LOCAL plan_cache_mode = force_custom_plan"))
 
 
-def _full_name(*parts: str | None) -> str:
-    return " ".join(p for p in parts if p)
-
-
 @dataclass(slots=True)
 class RegistryRow:
     """One registry line: the SEMD's own columns and the names the table shows.
@@ -382,9 +375,9 @@ def registry_page(
             r.care_conditions,
             r.last_message,
             r.last_message_at,
-            _full_name(r.last_name, r.first_name, r.middle_name),
+            join_name(r.last_name, r.first_name, r.middle_name),
             r.birth_date,
-            _full_name(r.doctor_last, r.doctor_first, r.doctor_middle),
+            join_name(r.doctor_last, r.doctor_first, r.doctor_middle),
             r.department or "",
             r.mo_name or "",
         )
