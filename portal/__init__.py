@@ -78,10 +78,12 @@ def _register_blueprints(app: Flask) -> None:
     from portal.journal import routes as _journal_views  # noqa: F401
     from portal.main import bp as main_bp
     from portal.main import routes as _main_views  # noqa: F401
+    from portal.tfoms import bp as tfoms_bp
+    from portal.tfoms import routes as _tfoms_views  # noqa: F401
     from portal.vimis import bp as vimis_bp
     from portal.vimis import routes as _vimis_views  # noqa: F401
 
-    for blueprint in (auth_bp, main_bp, clinical_bp, api_bp, admin_bp, vimis_bp, journal_bp):
+    for blueprint in (auth_bp, main_bp, clinical_bp, api_bp, admin_bp, vimis_bp, journal_bp, tfoms_bp):
         app.register_blueprint(blueprint)
     csrf.exempt(api_bp)  # the API authenticates by bearer token, not by session
 

@@ -31,7 +31,9 @@ MENU: tuple[MenuGroup, ...] = (
             MenuItem("Реестр СЭМД ВИМИС АКИНЕО", "vimis.registry", "vimis.view"),
             MenuItem("АИСТ ЭРС", "ers.patients", "ers.view"),
             MenuItem("ИЭМК", "iemk.documents", "iemk.view"),
-            MenuItem("ТФОМС", "tfoms.index", "tfoms.view"),
+            MenuItem("Пакетная идентификация ТФОМС", "tfoms.ident", "tfoms.ident"),
+            MenuItem("Выгрузка прикреплений", "tfoms.attachments", "tfoms.attachments"),
+            MenuItem("Планы диспансеризации и профосмотров", "tfoms.plans", "tfoms.plans"),
             MenuItem("Журнал работы сервисов", "journal.services", "journal.view"),
         ),
     ),
@@ -70,7 +72,7 @@ def menu_for(user, active_endpoint: str | None) -> list[dict]:
                     "url": url_for(item.endpoint) if installed else None,
                     "active": active_endpoint is not None
                     and active_endpoint.split(".")[0] == item.endpoint.split(".")[0]
-                    and (active_endpoint == item.endpoint or item.endpoint.split(".")[0] not in {"admin", "clinical"}),
+                    and (active_endpoint == item.endpoint or item.endpoint.split(".")[0] not in {"admin", "clinical", "tfoms"}),
                 }
             )
         if items:

@@ -31,6 +31,9 @@ CAPABILITIES: dict[str, frozenset[str]] = {
     "ers.view": frozenset({CENTRAL_ADMIN, MO_ADMIN, DOCTOR, ERS_OPERATOR, ERS_ACCOUNTANT}),
     "iemk.view": frozenset({CENTRAL_ADMIN, MO_ADMIN, STATISTICIAN, DOCTOR}),
     "tfoms.view": frozenset({CENTRAL_ADMIN, MO_ADMIN, STATISTICIAN}),
+    "tfoms.ident": ADMINS,  # «Пакетная идентификация ТФОМС» (seed 4.3.1)
+    "tfoms.attachments": frozenset({CENTRAL_ADMIN, MO_ADMIN, STATISTICIAN}),  # «Выгрузка прикреплений»
+    "tfoms.plans": frozenset({CENTRAL_ADMIN, MO_ADMIN, STATISTICIAN}),  # plan export (seed 4.5.2.1.2)
     "journal.view": frozenset({CENTRAL_ADMIN, MO_ADMIN, STATISTICIAN}),
     "journal.run": ADMINS,  # «Запуск» of a service; an МО administrator's run covers their МО
     "admin.view": ADMINS,

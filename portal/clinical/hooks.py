@@ -16,7 +16,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-RECORD_TYPES = ("mo", "department", "staff", "patient", "pregnancy", "hospitalisation", "event")
+RECORD_TYPES = (
+    "mo", "insurer", "department", "staff", "patient", "attachment", "pregnancy", "hospitalisation", "event",
+    "plan", "plan_person",
+)
 
 
 @dataclass(frozen=True, slots=True)

@@ -24,6 +24,8 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 from portal.clinical import hooks
 from portal.clinical.hooks import StoredRecord
 from portal.clinical.models import (
+    ATTACHMENT_KINDS,
+    ATTACHMENT_METHODS,
     CARE_CONDITIONS,
     DEPARTMENT_KINDS,
     DOCUMENT_KINDS,
@@ -31,16 +33,21 @@ from portal.clinical.models import (
     KAS_STATUSES,
     OUTCOME_KINDS,
     PAYMENT_KINDS,
+    PLAN_KINDS,
     POLICY_KINDS,
     SEXES,
     SOCIAL_STATUSES,
     STAFF_CATEGORIES,
+    Attachment,
     ClinicalEvent,
     Department,
     Hospitalisation,
+    Insurer,
     Mo,
     Patient,
+    PlanPerson,
     Pregnancy,
+    ProphylacticPlan,
     Staff,
 )
 from portal.extensions import db
@@ -420,9 +427,20 @@ _TYPE_LIST = [
         noun="МО", found="найдена", refused="отклонена",
     ),
     RecordType(
+        "insurer", "Страховая медицинская организация", Insurer,
+        [
+            Digits("code", "Реестровый номер СМО", (5,), required=True, description="Код по справочнику F002"),
+            Digits("ogrn", "ОГРН СМО", (13, 15)),
+            Text("name", "Наименование СМО", required=True),
+            Digits("okato", "ОКАТО территории страхования", (5, 8, 11)),
+        ],
+        noun="СМО", found="найдена", refused="отклонена",
+    ),
+    RecordType(
         "department", "Отделение", Department,
         [
             Ref("mo", "МО", "mo", required=True),
+            Text("code", "Код подразделения", description="Код подразделения в МО (файл прикрепления ТФОМС)"),
             Text("name", "Наименование отделения", required=True),
             Choice("kind", "Вид отделения", DEPARTMENT_KINDS, required=True),
             Int("beds", "Количество коек", minimum=0, maximum=100_000),
@@ -460,6 +478,8 @@ _TYPE_LIST = [
                     Text("series", "Серия полиса", column="policy_series"),
                     Text("number", "Номер полиса", column="policy_number"),
                     Text("insurer", "Код страховой медицинской организации", column="insurer_code"),
+                    DateField("begin_on", "Дата начала действия полиса", column="policy_begin"),
+                    DateField("end_on", "Дата окончания действия полиса", column="policy_end"),
                 ],
             ),
             Nested(
@@ -476,8 +496,24 @@ _TYPE_LIST = [
             Text("residence_address", "Адрес места жительства"),
             Choice("social_status", "Социальный статус", SOCIAL_STATUSES),
             Text("phone", "Телефон"),
+            Text("birth_place", "Место рождения"),
         ],
         noun="Пациент",
+    ),
+    RecordType(
+        "attachment", "Прикрепление к участку", Attachment,
+        [
+            Ref("patient", "Пациент", "patient", required=True),
+            Ref("mo", "МО прикрепления", "mo", required=True),
+            Ref("department", "Подразделение участка", "department", description="Отделение той же МО"),
+            Text("district", "Код (номер) участка", required=True),
+            Ref("doctor", "Основной врач участка", "staff", description="id записи staff"),
+            Choice("method", "Способ прикрепления", ATTACHMENT_METHODS, default="0"),
+            Choice("kind", "Тип прикрепления", ATTACHMENT_KINDS, default="1"),
+            DateField("attached_on", "Дата прикрепления", required=True),
+            DateField("detached_on", "Дата открепления", description="null — прикрепление действует"),
+        ],
+        noun="Прикрепление", found="найдено", refused="отклонено",
     ),
     RecordType(
         "pregnancy", "Беременность", Pregnancy,
@@ -525,6 +561,26 @@ _TYPE_LIST = [
         ],
         noun="Событие", found="найдено", refused="отклонено",
     ),
+    RecordType(
+        "plan", "План диспансеризации или профилактических осмотров", ProphylacticPlan,
+        [
+            Ref("mo", "МО", "mo", required=True),
+            Choice("kind", "Вид мероприятия", PLAN_KINDS, required=True),
+            Int("year", "Год плана", minimum=2000, maximum=2100, required=True),
+            Int("quarter", "Квартал плана", minimum=1, maximum=4, description="null — план на год"),
+            Text("name", "Наименование плана"),
+        ],
+        noun="План", exposed=("mo_id",),
+    ),
+    RecordType(
+        "plan_person", "Человек в плане", PlanPerson,
+        [
+            Ref("plan", "План", "plan", required=True),
+            Ref("patient", "Пациент", "patient", required=True),
+            Int("quarter", "Квартал проведения мероприятия", minimum=1, maximum=4, required=True),
+        ],
+        noun="Человек в плане",
+    ),
 ]
 RECORD_TYPES: dict[str, RecordType] = {t.name: t for t in _TYPE_LIST}
 ORDER = hooks.RECORD_TYPES  # dependency order: a type refers only to types before it
@@ -550,6 +606,16 @@ def _check_hospitalisation(values: dict[str, Any], refs: dict[str, str]) -> None
         raise Refusal("discharged_at", "Дата выписки раньше даты поступления")
 
 
+def _check_attachment(values: dict[str, Any], refs: dict[str, str]) -> None:
+    if values["detached_on"] and values["detached_on"] < values["attached_on"]:
+        raise Refusal("detached_on", "Дата открепления раньше даты прикрепления")
+
+
+def _check_patient(values: dict[str, Any], refs: dict[str, str]) -> None:
+    if values["policy_begin"] and values["policy_end"] and values["policy_end"] < values["policy_begin"]:
+        raise Refusal("policy.end_on", "Дата окончания действия полиса раньше даты начала")
+
+
 def _check_event(values: dict[str, Any], refs: dict[str, str]) -> None:
     if values["kind"] == "kas_notice":
         status = values["data"].get("kas_status")
@@ -564,6 +630,8 @@ def _check_event(values: dict[str, Any], refs: dict[str, str]) -> None:
 
 RECORD_CHECKS = {
     "mo": _check_mo,
+    "patient": _check_patient,
+    "attachment": _check_attachment,
     "pregnancy": _check_pregnancy,
     "hospitalisation": _check_hospitalisation,
     "event": _check_event,

@@ -12,7 +12,7 @@ from sqlalchemy import JSON, Boolean, Date, DateTime, ForeignKey, Index, Integer
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from portal.extensions import db
-from portal.models_base import TimestampMixin
+from portal.models_base import TimestampMixin, utcnow
 
 # Department kinds (the source MIS's words); ТФОМС stage 1 and ВИМИС care conditions use them.
 DEPARTMENT_KINDS: dict[str, str] = {
@@ -105,6 +105,45 @@ KAS_STATUSES: dict[str, str] = {
 
 PAYMENT_KINDS: dict[str, str] = {"oms": "ОМС", "budget": "Бюджет", "paid": "Платные услуги", "other": "Иное"}
 
+# Способ прикрепления (seed ТФОМС 4.5.1.4): the codes go into the attachment file as they are.
+ATTACHMENT_METHODS: dict[str, str] = {
+    "0": "Нет данных о прикреплении",
+    "1": "По месту регистрации",
+    "2": "По личному заявлению",
+}
+
+# Тип прикрепления (the source MIS's attachment kinds).
+ATTACHMENT_KINDS: dict[str, str] = {
+    "1": "Основное",
+    "2": "Гинекологическое",
+    "3": "Стоматологическое",
+    "4": "Служебное",
+}
+
+# Kinds of prophylactic plans that are exported to ТФОМС (seed 4.5.2.1.1), by the source MIS's
+# codes of the dispensarisation class (the export form shows «5. Проф.осмотры взр. населения»).
+PLAN_KINDS: dict[str, str] = {
+    "1": "Дисп-ция взр. населения 1-ый этап",
+    "3": "Дисп-ция детей-сирот стационарных 1-ый этап",
+    "5": "Проф. осмотры взр. населения",
+    "6": "Периодические осмотры несовершеннолетних",
+    "7": "Дисп-ция детей-сирот усыновленных 1-ый этап",
+    "9": "Предварительные осмотры несовершеннолетних 1-ый этап",
+    "10": "Профилактические осмотры несовершеннолетних 1-ый этап",
+}
+
+# Where a person of a plan stands with ТФОМС (seed 4.5.2.1.3 and 4.4.5.2.1).
+PLAN_PERSON_NEW = "new"
+PLAN_PERSON_SENT = "sent"
+PLAN_PERSON_ACCEPTED = "accepted"
+PLAN_PERSON_ERROR = "error"
+PLAN_PERSON_STATUSES: dict[str, str] = {
+    PLAN_PERSON_NEW: "Новые",
+    PLAN_PERSON_SENT: "Отправлен в ТФОМС",
+    PLAN_PERSON_ACCEPTED: "Принята ТФОМС",
+    PLAN_PERSON_ERROR: "Ошибка",
+}
+
 
 def join_name(*parts: str | None) -> str:
     """«Фамилия Имя Отчество» without the empty parts."""
@@ -134,12 +173,29 @@ class Mo(TimestampMixin, db.Model):
         return self.short_name or self.name
 
 
+class Insurer(TimestampMixin, db.Model):
+    """Страховая медицинская организация (СМО), by its ФОМС F002 code."""
+
+    __tablename__ = "insurer"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    source_id: Mapped[str] = mapped_column(String(64), unique=True)
+    code: Mapped[str] = mapped_column(String(5), unique=True)  # реестровый номер СМО (F002)
+    ogrn: Mapped[str | None] = mapped_column(String(15), index=True)
+    name: Mapped[str] = mapped_column(String(300))
+    okato: Mapped[str | None] = mapped_column(String(11))
+
+    def __str__(self) -> str:
+        return self.name
+
+
 class Department(TimestampMixin, db.Model):
     __tablename__ = "department"
 
     id: Mapped[int] = mapped_column(primary_key=True)
     source_id: Mapped[str] = mapped_column(String(64), unique=True)
     mo_id: Mapped[int] = mapped_column(ForeignKey("mo.id"), index=True)
+    code: Mapped[str | None] = mapped_column(String(20))  # the МО's own code of the department
     name: Mapped[str] = mapped_column(String(300))
     kind: Mapped[str] = mapped_column(String(32))
     beds: Mapped[int | None] = mapped_column(Integer)
@@ -194,6 +250,8 @@ class Patient(TimestampMixin, db.Model):
     policy_series: Mapped[str | None] = mapped_column(String(20))
     policy_number: Mapped[str | None] = mapped_column(String(30))
     insurer_code: Mapped[str | None] = mapped_column(String(10))
+    policy_begin: Mapped[date | None] = mapped_column(Date)
+    policy_end: Mapped[date | None] = mapped_column(Date)
     document_kind: Mapped[str | None] = mapped_column(String(4))
     document_series: Mapped[str | None] = mapped_column(String(20))
     document_number: Mapped[str | None] = mapped_column(String(30))
@@ -203,6 +261,8 @@ class Patient(TimestampMixin, db.Model):
     residence_address: Mapped[str | None] = mapped_column(Text)
     social_status: Mapped[str | None] = mapped_column(String(32))
     phone: Mapped[str | None] = mapped_column(String(40))
+    birth_place: Mapped[str | None] = mapped_column(String(300))
+    tfoms_identified_on: Mapped[date | None] = mapped_column(Date)  # identified by ТФОМС (batch answer)
 
     mo: Mapped[Mo] = relationship()
     pregnancies: Mapped[list[Pregnancy]] = relationship(
@@ -293,3 +353,95 @@ class ClinicalEvent(TimestampMixin, db.Model):
 
     def gestational_age(self) -> str:
         return self.pregnancy.gestational_age(self.at.date()) if self.pregnancy else ""
+
+
+class PatientPolicy(db.Model):
+    """A policy of a patient as ТФОМС reported it; the patient's current policy columns follow
+    the newest one. Kept to refuse a policy whose period overlaps one saved before (seed 4.3.5)."""
+
+    __tablename__ = "patient_policy"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    patient_id: Mapped[int] = mapped_column(ForeignKey("patient.id"), index=True)
+    kind: Mapped[str | None] = mapped_column(String(2))  # POLICY_KINDS
+    series: Mapped[str | None] = mapped_column(String(20))
+    number: Mapped[str | None] = mapped_column(String(30))
+    enp: Mapped[str | None] = mapped_column(String(16))
+    insurer_code: Mapped[str | None] = mapped_column(String(10))
+    begin_on: Mapped[date | None] = mapped_column(Date)
+    end_on: Mapped[date | None] = mapped_column(Date)
+    source: Mapped[str] = mapped_column(String(32))  # what saved it: "tfoms_ident" …
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+
+
+class Attachment(TimestampMixin, db.Model):
+    """Прикрепление пациента к участку МО (the attachment file of seed 4.5.1 is built from these)."""
+
+    __tablename__ = "attachment"
+    __table_args__ = (Index("ix_attachment_mo_period", "mo_id", "attached_on", "detached_on"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    source_id: Mapped[str] = mapped_column(String(64), unique=True)
+    patient_id: Mapped[int] = mapped_column(ForeignKey("patient.id"), index=True)
+    mo_id: Mapped[int] = mapped_column(ForeignKey("mo.id"))
+    department_id: Mapped[int | None] = mapped_column(ForeignKey("department.id"))  # подразделение участка
+    district: Mapped[str] = mapped_column(String(20))  # код (номер) участка
+    doctor_id: Mapped[int | None] = mapped_column(ForeignKey("staff.id"))  # основной врач участка
+    method: Mapped[str] = mapped_column(String(1), default="0")  # ATTACHMENT_METHODS
+    kind: Mapped[str] = mapped_column(String(2), default="1")  # ATTACHMENT_KINDS
+    attached_on: Mapped[date] = mapped_column(Date)
+    detached_on: Mapped[date | None] = mapped_column(Date)
+
+    patient: Mapped[Patient] = relationship()
+    mo: Mapped[Mo] = relationship()
+    department: Mapped[Department | None] = relationship()
+    doctor: Mapped[Staff | None] = relationship()
+
+
+class ProphylacticPlan(TimestampMixin, db.Model):
+    """План диспансеризации или профилактических медицинских осмотров of one МО."""
+
+    __tablename__ = "prophylactic_plan"
+    __table_args__ = (Index("ix_prophylactic_plan_mo_year", "mo_id", "year"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    source_id: Mapped[str] = mapped_column(String(64), unique=True)
+    mo_id: Mapped[int] = mapped_column(ForeignKey("mo.id"))
+    kind: Mapped[str] = mapped_column(String(2))  # PLAN_KINDS
+    year: Mapped[int] = mapped_column(Integer)
+    quarter: Mapped[int | None] = mapped_column(Integer)  # None: the plan covers the whole year
+    name: Mapped[str | None] = mapped_column(String(300))
+
+    mo: Mapped[Mo] = relationship()
+
+    @property
+    def kind_label(self) -> str:
+        return PLAN_KINDS.get(self.kind, self.kind)
+
+    @property
+    def period_label(self) -> str:
+        roman = {1: "I", 2: "II", 3: "III", 4: "IV"}
+        return f"{roman[self.quarter]} квартал {self.year}" if self.quarter else f"{self.year} год"
+
+
+class PlanPerson(TimestampMixin, db.Model):
+    """Человек в плане: one person of a plan, with the quarter planned and where ТФОМС stands."""
+
+    __tablename__ = "plan_person"
+    __table_args__ = (Index("ix_plan_person_plan_status", "plan_id", "status", "id"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    source_id: Mapped[str] = mapped_column(String(64), unique=True)
+    plan_id: Mapped[int] = mapped_column(ForeignKey("prophylactic_plan.id"))
+    patient_id: Mapped[int] = mapped_column(ForeignKey("patient.id"), index=True)
+    quarter: Mapped[int] = mapped_column(Integer)  # quarter of the planned event (SV_PL_MER/QUART)
+    status: Mapped[str] = mapped_column(String(16), default=PLAN_PERSON_NEW)  # PLAN_PERSON_STATUSES
+    status_text: Mapped[str | None] = mapped_column(Text)  # ТФОМС's error text with status «Ошибка»
+    status_at: Mapped[datetime | None] = mapped_column(DateTime)
+
+    plan: Mapped[ProphylacticPlan] = relationship()
+    patient: Mapped[Patient] = relationship()
+
+    @property
+    def status_label(self) -> str:
+        return PLAN_PERSON_STATUSES.get(self.status, self.status)

@@ -202,8 +202,8 @@ def enqueue(channel: Channel, subject_type: str, subject_id: int, mo_id: int | N
 
 def journal(channel: Channel, item: WorkItem | None, operation: str, message: str, *, level: str = "info",
             subject: tuple[str, int] | None = None, mo_id: int | None = None, user_id: int | None = None,
-            packet_id: str | None = None, payload: str | None = None, answer: str | None = None,
-            notify: bool = True) -> JournalEntry:
+            packet_id: str | None = None, packet_type: str | None = None, payload: str | None = None,
+            answer: str | None = None, notify: bool = True) -> JournalEntry:
     """Append one journal line (in the caller's transaction) and let the channel react to it."""
     if subject is None:
         assert item is not None, "a journal line needs an item or a subject"
@@ -214,12 +214,12 @@ def journal(channel: Channel, item: WorkItem | None, operation: str, message: st
         subject_type=subject[0], subject_id=subject[1], item_id=item.id if item is not None else None,
         run_id=run.run_id if run is not None else None, user_id=user_id, operation=operation, level=level,
         message=message, packet_id=packet_id or (item.external_id or item.request_id if item else None),
-        packet_type=channel.packet_type(item) if item is not None else None,
+        packet_type=packet_type or (channel.packet_type(item) if item is not None else None),
         item_state=item.state if item is not None else None, payload=payload, answer=answer,
     )
     db.session.add(entry)
-    if item is not None and run is not None:
-        run.count(item.id, ok=level != "error")
+    if run is not None:  # a line without a work item counts its subject as the run's packet
+        run.count(item.id if item is not None else subject, ok=level != "error")
     if notify and item is not None:
         channel.on_outcome(item, entry)
     return entry

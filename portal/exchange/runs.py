@@ -22,11 +22,12 @@ from portal.models_base import utcnow
 class RunTally:
     run_id: int
     mo_id: int | None
-    items: set[int] = field(default_factory=set)
-    failed_items: set[int] = field(default_factory=set)
+    items: set[object] = field(default_factory=set)
+    failed_items: set[object] = field(default_factory=set)
 
-    def count(self, item_id: int, ok: bool) -> None:
-        """Count an item once per run; an item that failed at any step counts as with errors."""
+    def count(self, item_id: object, ok: bool) -> None:
+        """Count a packet once per run — a work item's id, or the (type, id) of a subject that has
+        no work item (a file exchanged with ТФОМС); one that failed at any step counts as with errors."""
         self.items.add(item_id)
         if not ok:
             self.failed_items.add(item_id)
