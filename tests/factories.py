@@ -12,7 +12,19 @@ from werkzeug.security import generate_password_hash
 from portal.auth.models import User
 from portal.auth.roles import ROLES
 from portal.clinical.identifiers import enp_check_digit, snils_check_number
-from portal.clinical.models import ClinicalEvent, Department, Hospitalisation, Mo, Patient, Pregnancy, Staff
+from portal.clinical.models import (
+    Attachment,
+    ClinicalEvent,
+    Department,
+    Hospitalisation,
+    Insurer,
+    Mo,
+    Patient,
+    PlanPerson,
+    Pregnancy,
+    ProphylacticPlan,
+    Staff,
+)
 from portal.extensions import db
 
 PASSWORD = "test-password-1"
@@ -123,6 +135,56 @@ def make_event(patient: Patient, kind: str = "exam_primary", **kw) -> ClinicalEv
     db.session.add(event)
     db.session.flush()
     return event
+
+
+# The СМО of the demo region and of the ТФОМС stand-in (simulators/tfoms.py DEFAULT_INSURERS).
+INSURERS = (("35001", "1033500000011"), ("35002", "1033500000022"), ("35003", "1033500000033"))
+
+
+def make_insurer(code: str = "35001", ogrn: str | None = None, **kw) -> Insurer:
+    """The СМО with this code, created once per test database."""
+    existing = db.session.scalar(db.select(Insurer).where(Insurer.code == code))
+    if existing is not None:
+        return existing
+    ogrn = ogrn or dict(INSURERS).get(code) or f"10335{int(code):08d}"
+    insurer = Insurer(source_id=f"smo-{code}", code=code, ogrn=ogrn, name=kw.pop("name", f"СМО {code}"), **kw)
+    db.session.add(insurer)
+    db.session.flush()
+    return insurer
+
+
+def make_attachment(patient: Patient, **kw) -> Attachment:
+    n = _n()
+    values = dict(
+        source_id=f"att-{n}", patient_id=patient.id, mo_id=patient.mo_id, district=f"{n % 30 + 1}",
+        method="1", kind="1", attached_on=date.today() - timedelta(days=400),
+    )
+    values.update(kw)
+    attachment = Attachment(**values)
+    db.session.add(attachment)
+    db.session.flush()
+    return attachment
+
+
+def make_plan(mo: Mo, kind: str = "5", **kw) -> ProphylacticPlan:
+    n = _n()
+    values = dict(source_id=f"plan-{n}", mo_id=mo.id, kind=kind, year=date.today().year, quarter=None,
+                  name=f"План {n}")
+    values.update(kw)
+    plan = ProphylacticPlan(**values)
+    db.session.add(plan)
+    db.session.flush()
+    return plan
+
+
+def make_plan_person(plan: ProphylacticPlan, patient: Patient, **kw) -> PlanPerson:
+    n = _n()
+    values = dict(source_id=f"pp-{n}", plan_id=plan.id, patient_id=patient.id, quarter=1)
+    values.update(kw)
+    person = PlanPerson(**values)
+    db.session.add(person)
+    db.session.flush()
+    return person
 
 
 @functools.cache
