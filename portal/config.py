@@ -55,6 +55,8 @@ class Config:
     )
     SQLALCHEMY_ENGINE_OPTIONS: dict = {"pool_pre_ping": True}
     AMQP_URL = _env("AMQP_URL")  # None: broker-less transport in the portal's database
+    TFOMS_DIR = _env("TFOMS_DIR")  # ТФОМС file exchange folders; None: <instance>/tfoms
+    TFOMS_MAX_UPLOAD_BYTES = _env_int("TFOMS_MAX_UPLOAD_BYTES", 50 * 1024 * 1024)  # an answer DBF or OSHIB_PR
 
     PORT = _env_int("PORT", 8000)
     # The address outside systems call back (ВИМИС sendResult); default: this machine's port.

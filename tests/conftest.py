@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import re
+import tempfile
 
 import pytest
 from flask import g
@@ -24,6 +25,7 @@ _pg_schema_ready = False
 def make_app(database: str = "sqlite", **overrides):
     config = {k: getattr(TestConfig, k) for k in dir(TestConfig) if k.isupper()}
     config["SQLALCHEMY_DATABASE_URI"] = normalise_database_url(PG_URL) if database == "postgresql" else "sqlite://"
+    config["TFOMS_DIR"] = tempfile.mkdtemp(prefix="portal-tfoms-")  # files of the ТФОМС exchange, per app
     config.update(overrides)
     return create_app(config)
 

@@ -75,8 +75,8 @@ for _d in (
     SettingDef("ers.timeout", "ФСС ЭРС", "Тайм-аут запроса, с", "seconds", "60"),
     SettingDef("tfoms.rpc_timeout", "ТФОМС", "Тайм-аут запроса свободных мест, с", "seconds", "15"),
     SettingDef("tfoms.manual_run_interval", "ТФОМС", "Ручной запуск сервиса не чаще, с", "seconds", "3600"),
-    SettingDef("tfoms.inbox_dir", "ТФОМС", "Папка входящих ответов идентификации", "path", "tfoms/inbox",
-               help="Относительный путь — от папки instance портала. Задание загрузки ответов обрабатывает "
+    SettingDef("tfoms.inbox_dir", "ТФОМС", "Папка входящих ответов идентификации", "path", "inbox",
+               help="Относительный путь — от папки обмена с ТФОМС (PORTAL_TFOMS_DIR, по умолчанию instance/tfoms). Задание загрузки ответов обрабатывает "
                     "появившиеся в ней файлы *.DBF так же, как кнопка «Загрузить»."),
 ):
     register_setting(_d)
