@@ -34,6 +34,8 @@ from portal.clinical.intake import ingest_batch, run_in_transaction
 from portal.clinical.models import ClinicalEvent, Department, Hospitalisation, Mo, Patient, Pregnancy, Staff
 from portal.clinical.names import (
     FEMALE_FIRST_NAMES,
+    BIRTH_PLACES,
+    INSURER_LIST,
     INSURERS,
     LOCALITIES,
     MALE_FIRST_NAMES,
@@ -309,6 +311,10 @@ class _Region:
 
     def __init__(self, seed: int, today: date) -> None:
         self.rng = random.Random(seed)
+        # A second stream for the ТФОМС data (attachments, plans, policy dates): adding them did
+        # not change anything the first stream makes.
+        self.tfoms_rng = random.Random(seed * 7919 + 1)
+        self.plan_people: dict[int, list[str]] = {}  # МО number → patients for its plans
         self.today = today
         self.last = today - timedelta(days=1)  # events end yesterday: nothing is in the future
         self.snils_used: set[str] = set()
@@ -411,10 +417,14 @@ def demo_records(
     if count < MIN_PATIENTS:
         raise ValueError(f"В демо-регионе должно быть не меньше {MIN_PATIENTS} пациентов")
     region = _Region(seed, today or date.today())
+    for code, ogrn, name in INSURER_LIST:
+        yield {"type": "insurer", "id": f"{PREFIX}smo-{code}", "code": code, "ogrn": ogrn, "name": name,
+               "okato": "19000"}
     yield from _structure(region)
     stories, flaws = _plan(region.rng, count)
     for index, story in enumerate(stories, 1):
         yield from _patient_records(region, index, story, flaws.get(index))
+    yield from _prophylactic_plans(region)
 
 
 def _structure(region: _Region) -> Iterator[dict[str, Any]]:
@@ -439,6 +449,7 @@ def _structure(region: _Region) -> Iterator[dict[str, Any]]:
                 "type": "department",
                 "id": f"{PREFIX}dep-{mo.n}-{index}",
                 "mo": mo.source_id,
+                "code": f"{mo.n:02d}{index:03d}",
                 "name": dep.name,
                 "kind": dep.kind,
                 "beds": dep.beds,
@@ -519,6 +530,12 @@ def _patient_records(region: _Region, index: int, story: str, flaw: str | None) 
         policy = {"kind": "В", "series": None, "number": f"35{rng.randint(0, 9_999_999):07d}"}
     policy["insurer"] = rng.choices(INSURERS, weights=(55, 30, 15))[0]
 
+    extra = region.tfoms_rng
+    policy["begin_on"] = (birth_date + timedelta(days=extra.randint(18 * 365, 20 * 365))).isoformat() \
+        if policy["kind"] != "В" else (region.today - timedelta(days=extra.randint(5, 25))).isoformat()
+    if policy["kind"] == "В":
+        policy["end_on"] = (date.fromisoformat(policy["begin_on"]) + timedelta(days=45)).isoformat()
+
     registration = region.address(locality)
     residence = registration if rng.random() < 0.85 else region.address(locality)
     if age < 23 and rng.random() < 0.5:
@@ -542,7 +559,9 @@ def _patient_records(region: _Region, index: int, story: str, flaw: str | None) 
         "residence_address": residence,
         "social_status": social,
         "phone": region.phone() if rng.random() < 0.97 else None,
+        "birth_place": extra.choice(BIRTH_PLACES) if extra.random() < 0.9 else None,
     }
+    yield from _attachment_records(region, patient)
     if not patient.first_pregnancy and age >= 24 and rng.random() < 0.3:
         # An earlier pregnancy that ended in birth years ago: history, without events.
         outcome_on = region.today - timedelta(days=rng.randint(700, 1800))
@@ -560,6 +579,52 @@ def _patient_records(region: _Region, index: int, story: str, flaw: str | None) 
             "outcome_on": outcome_on.isoformat(),
         }
     yield from _pregnancy_records(region, patient, story)
+
+
+def _attachment_records(region: _Region, patient: _Patient) -> Iterator[dict[str, Any]]:
+    """The patient's attachment to her МО's участок, with its obstetrician as the участок's doctor;
+    some moved from another МО in the last weeks (the attachment file's «Р» for them)."""
+    extra = region.tfoms_rng
+    home = patient.home
+    attached_on = region.today - timedelta(days=extra.randint(40, 2500))
+    if extra.random() < 0.04:
+        other = extra.choice([mo for mo in MOS if mo.n != home.n])
+        moved_on = region.today - timedelta(days=extra.randint(1, 40))
+        yield {
+            "type": "attachment", "id": f"{PREFIX}att-{patient.index}-prev", "patient": patient.source_id,
+            "mo": other.source_id, "district": f"{extra.randint(1, 12)}", "method": "1", "kind": "1",
+            "attached_on": attached_on.isoformat(), "detached_on": (moved_on - timedelta(days=1)).isoformat(),
+        }
+        attached_on = moved_on
+    yield {
+        "type": "attachment",
+        "id": f"{PREFIX}att-{patient.index}",
+        "patient": patient.source_id,
+        "mo": home.source_id,
+        "department": home.department_id("antenatal") if home.department("antenatal") else None,
+        "district": f"{(region.obgyn_turn.get(home.n, 1) - 1) % 12 + 1}",  # the obstetrician's turn
+        "doctor": patient.obgyn.source_id,
+        "method": "2" if extra.random() < 0.7 else "1",
+        "kind": "2",  # гинекологическое: the obstetrician's участок
+        "attached_on": attached_on.isoformat(),
+    }
+    region.plan_people.setdefault(home.n, []).append(patient.source_id)
+
+
+def _prophylactic_plans(region: _Region) -> Iterator[dict[str, Any]]:
+    """Each МО's plans of the current year: ДВН and ПОВН, a part of its attached women in each."""
+    extra = region.tfoms_rng
+    year = region.today.year
+    for mo in MOS:
+        people = region.plan_people.get(mo.n, [])
+        for kind, share in (("1", 0.35), ("5", 0.25)):
+            plan_id = f"{PREFIX}plan-{mo.n}-{kind}-{year}"
+            yield {"type": "plan", "id": plan_id, "mo": mo.source_id, "kind": kind, "year": year,
+                   "name": f"{'ДВН' if kind == '1' else 'ПОВН'} {year}, {mo.short_name}"}
+            for source_id in people:
+                if extra.random() < share:
+                    yield {"type": "plan_person", "id": f"{plan_id}-{source_id}", "plan": plan_id,
+                           "patient": source_id, "quarter": extra.randint(1, 4)}
 
 
 def _passport(region: _Region, birth_date: date, locality: str) -> dict[str, Any]:
