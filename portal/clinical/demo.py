@@ -33,8 +33,8 @@ from portal.clinical.identifiers import enp_check_digit, snils_check_number
 from portal.clinical.intake import ingest_batch, run_in_transaction
 from portal.clinical.models import ClinicalEvent, Department, Hospitalisation, Mo, Patient, Pregnancy, Staff
 from portal.clinical.names import (
-    FEMALE_FIRST_NAMES,
     BIRTH_PLACES,
+    FEMALE_FIRST_NAMES,
     INSURER_LIST,
     INSURERS,
     LOCALITIES,
