@@ -35,6 +35,7 @@ CAPABILITIES: dict[str, frozenset[str]] = {
     "tfoms.attachments": frozenset({CENTRAL_ADMIN, MO_ADMIN, STATISTICIAN}),  # «Выгрузка прикреплений»
     "tfoms.plans": frozenset({CENTRAL_ADMIN, MO_ADMIN, STATISTICIAN}),  # plan export (seed 4.5.2.1.2)
     "journal.view": frozenset({CENTRAL_ADMIN, MO_ADMIN, STATISTICIAN}),
+    "journal.all_services": ADMINS,  # a statistician sees only the ТФОМС services (seed 4.6.1)
     "journal.run": ADMINS,  # «Запуск» of a service; an МО administrator's run covers their МО
     "admin.view": ADMINS,
     "admin.mo": ADMINS,  # per-МО integration switches and МО certificates

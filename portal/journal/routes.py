@@ -155,7 +155,7 @@ def services():
     if view.service is None and summaries:
         view = replace(view, service=summaries[0].name)
         common["view"] = view
-    job = svc.get_job(view.service)
+    job = svc.get_job(view.service, current_user)
     if job is None and selected is None and view.service is not None:
         abort(404, description=f"Сервис «{view.service}» не найден.")
     common["job"] = job
@@ -212,7 +212,7 @@ def print_report():
     what = request.args.get("what")
     stamp = utcnow()
     if what == "run" and selected is not None:
-        job = svc.get_job(selected.run.service)
+        job = svc.get_job(selected.run.service, current_user)
         title = job.title_ru if job else selected.run.service
         entries = svc.run_entries(selected.run, current_user, limit=svc.PRINT_LIMIT)
         show_entry_mo = current_user.is_central and selected.run.mo_id is None
@@ -229,7 +229,7 @@ def print_report():
             run_user_names=svc.user_names({selected.run.user_id}),
         )
     if what == "list" and view.service:
-        job = svc.get_job(view.service)
+        job = svc.get_job(view.service, current_user)
         if job is None:
             abort(404, description=f"Сервис «{view.service}» не найден.")
         runs = svc.run_log(

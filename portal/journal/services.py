@@ -20,7 +20,7 @@ from typing import Any
 
 from flask import Flask, current_app
 from lxml import etree
-from sqlalchemy import and_, case, distinct, false, func, not_, or_, tuple_
+from sqlalchemy import String, and_, case, cast, distinct, false, func, literal, not_, or_, tuple_
 from sqlalchemy.orm import aliased
 
 from jobs.scheduler import JobDef, load_jobs, run_job
@@ -111,8 +111,19 @@ class Page:
 # --- scoping and counts -------------------------------------------------------------------------
 
 
+# Services a user without «journal.all_services» (a statistician, seed 4.6.1) may see: ТФОМС's.
+TFOMS_SERVICE_PREFIX = "tfoms"
+
+
+def service_visible(user: User, service: str) -> bool:
+    return user.can("journal.all_services") or service.startswith(TFOMS_SERVICE_PREFIX)
+
+
 def _scope_runs(stmt, user: User, entity: Any = ServiceRun):
-    """Runs a user may see: all for ЦОД; region-wide ones and their own МО's for everyone else."""
+    """Runs a user may see: all for ЦОД; region-wide ones and their own МО's for everyone else;
+    a statistician only those of the ТФОМС services."""
+    if not user.can("journal.all_services"):
+        stmt = stmt.where(entity.service.startswith(TFOMS_SERVICE_PREFIX))
     if user.is_central:
         return stmt
     if user.mo_id is None:
@@ -126,10 +137,13 @@ def _scope_entries(stmt, user: User):
 
 
 def _counted_items(user: User, errors_only: bool):
-    """Distinct packets (work items) of the outer run in the user's scope, as a correlated subquery."""
-    stmt = db.select(func.count(distinct(JournalEntry.item_id))).where(
-        JournalEntry.run_id == ServiceRun.id, JournalEntry.item_id.is_not(None)
+    """Distinct packets of the outer run in the user's scope, as a correlated subquery: work items,
+    and the subjects of lines without one (files exchanged with ТФОМС), as `runs.RunTally` counts."""
+    packet = case(
+        (JournalEntry.item_id.is_not(None), literal("i") + cast(JournalEntry.item_id, String)),
+        else_=JournalEntry.subject_type + literal(":") + cast(JournalEntry.subject_id, String),
     )
+    stmt = db.select(func.count(distinct(packet))).where(JournalEntry.run_id == ServiceRun.id)
     if errors_only:
         stmt = stmt.where(JournalEntry.level == "error")
     return _scope_entries(stmt, user).scalar_subquery()
@@ -173,18 +187,20 @@ def _rows(result) -> list[RunRow]:
 # --- services, runs, entries ----------------------------------------------------------------------
 
 
-def job_list() -> list[JobDef]:
-    """Every registered job, by its Russian title."""
-    return sorted(load_jobs().values(), key=lambda job: job.title_ru.lower())
+def job_list(user: User | None = None) -> list[JobDef]:
+    """Every registered job (that the user may see), by its Russian title."""
+    jobs = [job for job in load_jobs().values() if user is None or service_visible(user, job.name)]
+    return sorted(jobs, key=lambda job: job.title_ru.lower())
 
 
-def get_job(name: str | None) -> JobDef | None:
-    return load_jobs().get(name) if name else None
+def get_job(name: str | None, user: User | None = None) -> JobDef | None:
+    job = load_jobs().get(name) if name else None
+    return job if job is not None and (user is None or service_visible(user, job.name)) else None
 
 
 def service_list(user: User) -> list[ServiceSummary]:
-    """Every service with its latest run the user may see."""
-    jobs = job_list()
+    """Every service the user may see with its latest run the user may see."""
+    jobs = job_list(user)
     latest_run = aliased(ServiceRun)
     latest_ids = _scope_runs(
         db.select(func.max(latest_run.id)).group_by(latest_run.service), user, latest_run
@@ -445,7 +461,7 @@ def start_manual_run(name: str, user: User, *, wait: bool = False, app: Flask | 
     `wait=True` it runs here and returns when done, which tests use. Audited; commits.
     Raises JournalError with the Russian refusal.
     """
-    job = get_job(name)
+    job = get_job(name, user)
     if job is None:
         raise JournalError(f"Сервис «{name}» не найден.")
     mo_id = run_scope(user)

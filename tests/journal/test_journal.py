@@ -9,7 +9,7 @@ from html import unescape
 
 import pytest
 
-from jobs.scheduler import JOBS, register_job, run_job
+from jobs.scheduler import JOBS, load_jobs, register_job, run_job
 from portal.admin.models import AuditLog, Setting
 from portal.exchange.models import JournalEntry, ServiceRun, WorkItem
 from portal.exchange.runs import current_run
@@ -324,16 +324,24 @@ def test_mo_admin_sees_own_and_region_wide_runs_counted_for_own_mo(client, regio
     assert "A-ok" in detail and "B-0" in detail and ">МО</th>" in detail
 
 
-def test_statistician_views_own_mo_but_cannot_start(client, region):
-    run = _run(mo=region.a.mo, total=1)
+def test_statistician_views_own_mo_tfoms_services_only_and_cannot_start(client, region):
+    """Seed 4.6.1: a statistician sees only the ТФОМС services, of their own МО."""
+    tfoms_service = "tfoms_ident_answers"
+    run = _run(tfoms_service, mo=region.a.mo, total=1)
     _entry(run, region.a.mo, packet_id="stat-visible")
+    other = _run(mo=region.a.mo, total=1)
+    _entry(other, region.a.mo, packet_id="not-for-statistician")
     db.session.commit()
     statistician = region.a.users["statistician"]
     login(client, statistician)
-    page = _get(client, {"service": SERVICE, "run": run.id}).get_data(as_text=True)
+    page = _get(client, {"service": tfoms_service, "run": run.id}).get_data(as_text=True)
     assert "stat-visible" in page and ">Запуск</button>" not in page
+    assert "Пакетная идентификация ТФОМС: загрузка ответов" in page
+    assert "Отправка СЭМД в ВИМИС" not in page and load_jobs()[SERVICE].title_ru not in page  # only ТФОМС
+    assert _get(client, {"service": SERVICE}).status_code == 404
+    assert _get(client, {"run": other.id}, target="journal-detail").status_code == 404
     token = csrf_token(client, URL)
-    response = client.post("/journal/run", data={"service": SERVICE, "csrf_token": token})
+    response = client.post("/journal/run", data={"service": tfoms_service, "csrf_token": token})
     assert response.status_code == 403 and "Доступ запрещён" in response.get_data(as_text=True)
     assert db.session.scalar(db.select(db.func.count(ServiceRun.id)).where(ServiceRun.manual.is_(True))) == 0
 
@@ -470,3 +478,28 @@ def test_print_list_and_selected_run(app, client, region):
 
     # without a choice the print link leads back to the journal
     assert client.get("/journal/print", query_string={"service": SERVICE}).status_code == 303
+
+
+def test_lines_without_work_items_count_their_subjects_as_packets(client, region):
+    """ТФОМС files have no work items: a run counts each file (subject) once, errors if any line failed,
+    and an МО user of a region-wide run sees only their МО's files."""
+    from portal.exchange.delivery import journal
+    from portal.exchange.runs import recording
+    from portal.tfoms.channel import CHANNEL
+
+    with recording("tfoms_ident_answers") as tally:
+        for mo, package_id, level in ((region.a.mo, 1, "ok"), (region.a.mo, 2, "error"), (region.b.mo, 3, "ok")):
+            journal(CHANNEL, None, "Загрузка ответа", f"Пакет {package_id}", level="info",
+                    subject=("tfoms_ident_package", package_id), mo_id=mo.id, packet_id=f"P{package_id}")
+            journal(CHANNEL, None, "Загрузка ответа", f"Пакет {package_id} обработан", level=level,
+                    subject=("tfoms_ident_package", package_id), mo_id=mo.id, packet_id=f"P{package_id}")
+        run_id = tally.run_id
+    run = db.session.get(ServiceRun, run_id)
+    assert (run.total, run.errors, run.result) == (3, 1, "error")
+
+    login(client, region.a.users["mo_admin"])
+    page = _get(client, {"service": "tfoms_ident_answers"}).get_data(as_text=True)
+    assert _cells(_row(page, run_id))[3:] == [["Завершено", "с", "ошибкой"], ["2"], ["1"]]
+    login(client, region.b.users["mo_admin"])
+    page = _get(client, {"service": "tfoms_ident_answers"}).get_data(as_text=True)
+    assert _cells(_row(page, run_id))[3:] == [["Успешно"], ["1"], ["0"]]
