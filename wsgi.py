@@ -51,11 +51,15 @@ def start_services(app: Flask) -> bool:
 
     server = scheduler = None
     if want_simulators:
+        from portal.tfoms.files import inbox_dir
         from simulators import start_simulators
 
+        with app.app_context():  # the ТФОМС stand-in can drop its answers into the portal's inbox
+            tfoms_inbox = str(inbox_dir())
         try:
             server, base_url = start_simulators(
-                config["SIMULATORS_PORT"], config={"PORTAL_URL": f"http://127.0.0.1:{config['PORT']}"}
+                config["SIMULATORS_PORT"],
+                config={"PORTAL_URL": f"http://127.0.0.1:{config['PORT']}", "TFOMS_EXCHANGE_DIR": tfoms_inbox},
             )
             log.info("Процесс %s: симуляторы внешних систем на %s", pid, base_url)
         except OSError as error:  # the port is taken: the portal still serves, say why loudly
