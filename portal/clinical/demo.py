@@ -1283,6 +1283,32 @@ def demo_summary() -> dict[str, int]:
     }
 
 
+# ТФОМС file exchanges switched on in the demo МО (X-4 switches; the attachment file and the
+# plan export need theirs, identification selects people only where it is on).
+DEMO_TFOMS_PROCEDURES = ("tfoms_identification", "tfoms_attachment", "tfoms_prof")
+
+
+def ensure_demo_tfoms() -> int:
+    """Switch the ТФОМС file exchanges on for the demo МО and select the last week's treatment
+    cases for identification (as the daily job would have), so a demo package can be formed."""
+    from portal.admin.models import MoIntegration
+    from portal.tfoms.ident import select_from_cases
+
+    mo_ids = list(db.session.scalars(db.select(Mo.id).where(Mo.source_id.startswith(PREFIX))))
+    existing = set(db.session.execute(
+        db.select(MoIntegration.mo_id, MoIntegration.key).where(MoIntegration.mo_id.in_(mo_ids))
+    ).tuples())
+    for mo_id in mo_ids:
+        for key in DEMO_TFOMS_PROCEDURES:
+            if (mo_id, key) not in existing:
+                db.session.add(MoIntegration(mo_id=mo_id, key=key, enabled=True))
+    db.session.flush()
+    today = date.today()
+    selected = sum(select_from_cases(today - timedelta(days=back), mo_ids) for back in range(1, 8))
+    db.session.commit()
+    return selected
+
+
 def ensure_demo_keys() -> int:
     """The demo region's signing keys (RSA, self-signed): ВИМИС signs every request (V-5)."""
     from portal.admin.services import ensure_demo_certificate
@@ -1314,6 +1340,7 @@ def demo_data_command(once: bool, scale: int, seed: int, patients: int | None) -
             click.echo(f"  обработано записей: {done}")
 
     report = load_demo(scale, seed, patients=patients, progress=progress)
+    selected = ensure_demo_tfoms()
     users = ensure_demo_users(current_app.config["DEMO_PASSWORD"])
     token = ensure_demo_token(current_app.config["DEMO_API_TOKEN"])
     keys = ensure_demo_keys()
@@ -1327,6 +1354,7 @@ def demo_data_command(once: bool, scale: int, seed: int, patients: int | None) -
         click.echo(f"  отклонено — {line}")
     click.echo(f"Демо-пользователей создано: {users}; токен API {'создан' if token else 'уже был'}; "
                f"демо-сертификатов создано: {keys}.")
+    click.echo(f"ТФОМС: файловый обмен включён для демо-МО; отобрано для идентификации: {selected}.")
     click.echo("Логины и пароль: flask portal demo-logins")
 
 
