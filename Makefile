@@ -69,6 +69,7 @@ format:
 bench: setup-test
 	$(BIN)/python bench/intake.py
 	$(BIN)/python bench/vimis.py
+	$(BIN)/python bench/tfoms_files.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info

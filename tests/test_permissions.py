@@ -61,12 +61,38 @@ def _semd(side) -> Semd:
     return semd
 
 
+def _plan_export(side):
+    """A prophylactic plan of the side's МО and a PROF export of it (ТФОМС plan pages)."""
+    from portal.tfoms.models import PlanExport
+    from tests import factories
+
+    plan = factories.make_plan(side.mo)
+    export = PlanExport(mo_id=side.mo.id, batch=f"b{side.mo.id}", file_name=f"PROF_M{side.mo.registry_number}T35_26011",
+                        year=2026, month=1, packet_number=1, record_count=0, content=b"PK")  # fmt: skip
+    db.session.add(export)
+    db.session.flush()
+    return plan, export
+
+
+def _ident_package(side):
+    """An identification package of the side's МО (ТФОМС batch identification pages)."""
+    from portal.tfoms.models import IdentPackage
+
+    package = IdentPackage(mo_id=side.mo.id, name=f"{side.mo.f003_code}_01012026_1", formed_on=date(2026, 1, 1),
+                           number=1)  # fmt: skip
+    db.session.add(package)
+    db.session.flush()
+    return package
+
+
 def _samples(region):
     """Values for URL arguments: the object of МО «a» (own) and of МО «b» (other), or a global one."""
     token = ApiToken(name="matrix", token_hash=hash_token("matrix-token"), prefix="matrix-t")
     db.session.add(token)
     certs = {side: _certificate(getattr(region, side).mo.id) for side in ("a", "b")}
     semds = {side: _semd(getattr(region, side)) for side in ("a", "b")}
+    plan_exports = {side: _plan_export(getattr(region, side)) for side in ("a", "b")}
+    ident_packages = {side: _ident_package(getattr(region, side)) for side in ("a", "b")}
     db.session.commit()
     owned = {
         "patient_id": lambda s: s.patients[0].id,
@@ -75,6 +101,9 @@ def _samples(region):
         "certificate_id": lambda s: certs["a" if s is region.a else "b"].id,
         "cert_id": lambda s: certs["a" if s is region.a else "b"].id,
         "semd_id": lambda s: semds["a" if s is region.a else "b"].id,
+        "plan_id": lambda s: plan_exports["a" if s is region.a else "b"][0].id,
+        "export_id": lambda s: plan_exports["a" if s is region.a else "b"][1].id,
+        "package_id": lambda s: ident_packages["a" if s is region.a else "b"].id,
     }
     shared = {"token_id": token.id, "key": "iemk", "number": 1}
     return owned, shared
