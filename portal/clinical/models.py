@@ -299,6 +299,7 @@ class Pregnancy(TimestampMixin, db.Model):
 
 class Hospitalisation(TimestampMixin, db.Model):
     __tablename__ = "hospitalisation"
+    __table_args__ = (Index("ix_hospitalisation_mo_admitted", "mo_id", "admitted_at"),)  # ТФОМС daily selection
 
     id: Mapped[int] = mapped_column(primary_key=True)
     source_id: Mapped[str] = mapped_column(String(64), unique=True)

@@ -1,8 +1,8 @@
 """tfoms files: insurers, attachments, plans, identification, plan exports
 
-Revision ID: e700cab1a9a2
+Revision ID: d43c1fa6ad34
 Revises: a08a913023a8
-Create Date: 2026-11-24 04:50:47.173904
+Create Date: 2026-11-24 05:22:06.944623
 
 """
 
@@ -11,7 +11,7 @@ import sqlalchemy as sa
 
 
 # revision identifiers, used by Alembic.
-revision = "e700cab1a9a2"
+revision = "d43c1fa6ad34"
 down_revision = "a08a913023a8"
 branch_labels = None
 depends_on = None
@@ -247,6 +247,9 @@ def upgrade():
     with op.batch_alter_table("department", schema=None) as batch_op:
         batch_op.add_column(sa.Column("code", sa.String(length=20), nullable=True))
 
+    with op.batch_alter_table("hospitalisation", schema=None) as batch_op:
+        batch_op.create_index("ix_hospitalisation_mo_admitted", ["mo_id", "admitted_at"], unique=False)
+
     with op.batch_alter_table("patient", schema=None) as batch_op:
         batch_op.add_column(sa.Column("policy_begin", sa.Date(), nullable=True))
         batch_op.add_column(sa.Column("policy_end", sa.Date(), nullable=True))
@@ -263,6 +266,9 @@ def downgrade():
         batch_op.drop_column("birth_place")
         batch_op.drop_column("policy_end")
         batch_op.drop_column("policy_begin")
+
+    with op.batch_alter_table("hospitalisation", schema=None) as batch_op:
+        batch_op.drop_index("ix_hospitalisation_mo_admitted")
 
     with op.batch_alter_table("department", schema=None) as batch_op:
         batch_op.drop_column("code")
