@@ -49,7 +49,7 @@ def make_mo(**kw) -> Mo:
     n = _n()
     values = dict(
         source_id=f"mo-{n}", name=f"ГБУЗ «Родильный дом № {n}»", short_name=f"РД № {n}",
-        registry_number=f"35{n:04d}", f003_code=f"35{n:04d}", oid=f"1.2.643.5.1.13.13.12.2.35.{1000 + n}",
+        registry_number=f"35{n % 10000:04d}", f003_code=f"35{n % 10000:04d}", oid=f"1.2.643.5.1.13.13.12.2.35.{1000 + n}",
         ogrn=f"10235000{n:05d}", inn=f"35250{n:05d}", kpp="352501001", address="г. Вологда, ул. Ленина, д. 1",
     )
     values.update(kw)
