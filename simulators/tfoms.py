@@ -61,6 +61,7 @@ from typing import Any
 
 from flask import Blueprint, Response, current_app, jsonify, request, send_file
 
+from portal.clinical.names import INSURER_LIST, insurer_of_enp
 from portal.tfoms.dbf import (
     ANSWER_FIELDS,
     REQUEST_FIELDS,
@@ -78,11 +79,7 @@ ENCODING = "cp866"
 bp = Blueprint("sim_tfoms", __name__)
 
 # (F002 code, ОГРН, name) of the СМО of the demo region; the portal's demo data uses the same.
-DEFAULT_INSURERS: tuple[tuple[str, str, str], ...] = (
-    ("35001", "1033500000011", "АО «Страховая компания «СОГАЗ-Мед» (Вологодский филиал)"),
-    ("35002", "1033500000022", "ООО «Капитал МС» (филиал в Вологодской области)"),
-    ("35003", "1033500000033", "АО «АльфаСтрахование-ОМС» (Вологодский филиал)"),
-)
+DEFAULT_INSURERS: tuple[tuple[str, str, str], ...] = INSURER_LIST  # the demo region's СМО
 REGION_OKATO = 19000000000  # Вологодская область
 ENP_REGION = "35"  # first digits of the ЕНП issued in the region (our assumption)
 
@@ -192,20 +189,25 @@ def virtual_outcome(key: tuple[str, str, str, date]) -> str:
     return OUTCOMES[-1]
 
 
-def _virtual_policy(key: tuple[str, str, str, date], request_enp: str | None, today: date) -> dict[str, Any]:
+def _virtual_policy(key: tuple[str, str, str, date], asked: Mapping[str, Any], today: date) -> dict[str, Any]:
     """The policy the virtual register gives the person: insurer, type, number, validity.
 
-    A valid ЕНП in the request is taken as the person's own; otherwise one is made from the hash.
+    A valid ЕНП in the request is taken as the person's own, and its СМО is the one the demo
+    region gives that ЕНП (`insurer_of_enp`), so the register confirms the demo's policies;
+    the policy type and number asked about are kept too. Otherwise all comes from the hash.
     The begin date is a fixed day in the past; a temporary certificate (type 2) was issued at
     most 30 days before `today` and runs TEMPORARY_DAYS days; other policies are open-ended.
     """
     digest = _digest(key)
-    code, ogrn, _ = DEFAULT_INSURERS[digest[4] % len(DEFAULT_INSURERS)]
+    request_enp = str(asked.get("ENP") or "").strip()
     kind = digest[5] % 100
     ropdoc = 3 if kind < 70 else 4 if kind < 85 else 2 if kind < 93 else 1 if kind < 97 else 5
-    if request_enp and len(request_enp) == 16 and request_enp.isdigit() and enp_is_valid(request_enp):
+    if enp_is_valid(request_enp):
         enp = request_enp
+        code, ogrn, _ = insurer_of_enp(enp)
+        ropdoc = asked.get("OPDOC") if asked.get("OPDOC") in (1, 2, 3, 4, 5) else ropdoc
     else:
+        code, ogrn, _ = DEFAULT_INSURERS[digest[4] % len(DEFAULT_INSURERS)]
         first15 = ENP_REGION + _digits(digest, 6, 13)
         enp = first15 + enp_check_digit(first15)
     policy: dict[str, Any] = {
@@ -219,10 +221,12 @@ def _virtual_policy(key: tuple[str, str, str, date], request_enp: str | None, to
         "rdbeg": date(2011, 5, 1) + timedelta(days=_number(digest, 14, 2) % 4000),
         "rdend": None,
     }
+    asked_number = str(asked.get("NPOL") or "").strip() or None
     if ropdoc == 1:
-        policy["rspol"], policy["rnpol"] = "35-ВО", _digits(digest, 16, 8)
+        policy["rspol"] = str(asked.get("SPOL") or "").strip() or "35-ВО"
+        policy["rnpol"] = asked_number if enp == request_enp and asked_number else _digits(digest, 16, 8)
     elif ropdoc == 2:
-        policy["rnpol"] = _digits(digest, 16, 9)
+        policy["rnpol"] = asked_number if enp == request_enp and asked_number else _digits(digest, 16, 9)
         policy["rdbeg"] = today - timedelta(days=digest[24] % 30)
         policy["rdend"] = policy["rdbeg"] + timedelta(days=TEMPORARY_DAYS)
     return policy
@@ -265,7 +269,7 @@ class Register:
 
 
 def resolve(
-    register: Register | None, key: tuple[str, str, str, date], request_enp: str | None, today: date
+    register: Register | None, key: tuple[str, str, str, date], asked: Mapping[str, Any], today: date
 ) -> Person:
     """The person's outcome and policy: the explicit entry, completed from the virtual register
     where it leaves policy fields out, or the virtual register alone."""
@@ -275,7 +279,7 @@ def resolve(
     if outcome in ("eerp", "missing"):
         eerp = (person.eerp if person is not None else None) or EERP_NOT_FOUND
         return Person(fam, im, ot, dr, outcome, eerp=eerp if outcome == "eerp" else None)
-    virtual = Person(fam, im, ot, dr, outcome, **_virtual_policy(key, request_enp, today))
+    virtual = Person(fam, im, ot, dr, outcome, **_virtual_policy(key, asked, today))
     if outcome == "errors":
         virtual = replace(virtual, repl=_virtual_repl(key))
     if person is None:
@@ -315,7 +319,7 @@ def _answers(
             yield record
             continue
         key = person_key(asked.get("FAM"), asked.get("IM"), asked.get("OT"), asked["DR"])
-        person = resolve(register, key, asked.get("ENP"), today)
+        person = resolve(register, key, asked, today)
         if person.outcome == "missing":
             continue
         if person.outcome == "eerp":

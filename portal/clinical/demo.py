@@ -45,6 +45,7 @@ from portal.clinical.names import (
     PHONE_CODES,
     REGION_PREFIX,
     female_surname,
+    insurer_of_enp,
 )
 from portal.extensions import db
 
@@ -528,7 +529,8 @@ def _patient_records(region: _Region, index: int, story: str, flaw: str | None) 
         policy = {"kind": "П", "series": None, "number": enp}
     else:
         policy = {"kind": "В", "series": None, "number": f"35{rng.randint(0, 9_999_999):07d}"}
-    policy["insurer"] = rng.choices(INSURERS, weights=(55, 30, 15))[0]
+    rng.choices(INSURERS, weights=(55, 30, 15))  # kept: the random stream stays as it was
+    policy["insurer"] = insurer_of_enp(enp)[0]  # the stand-in ТФОМС register agrees
 
     extra = region.tfoms_rng
     policy["begin_on"] = (birth_date + timedelta(days=extra.randint(18 * 365, 20 * 365))).isoformat() \

@@ -181,6 +181,12 @@ INSURER_LIST: tuple[tuple[str, str, str], ...] = (
 )
 INSURERS: tuple[str, ...] = tuple(code for code, _ogrn, _name in INSURER_LIST)
 
+
+def insurer_of_enp(enp: str) -> tuple[str, str, str]:
+    """The СМО that insures the person with this ЕНП in the demo region. The demo data and the
+    ТФОМС stand-in's register both follow it, so the stand-in confirms the demo's policies."""
+    return INSURER_LIST[int(enp[-3:]) % len(INSURER_LIST)]
+
 # Places of birth written in the attachment file (Место_рождения).
 BIRTH_PLACES: tuple[str, ...] = (
     "г. Вологда", "г. Череповец", "г. Сокол", "г. Великий Устюг", "г. Тотьма", "г. Кириллов",
