@@ -37,30 +37,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from portal.clinical.names import FEMALE_FIRST_NAMES, MALE_SURNAMES, PATRONYMICS, female_surname  # noqa: E402
+
 GOAL_RECORDS_PER_SECOND = 5_000
-LAST_NAMES = ["Иванова", "Смирнова", "Кузнецова", "Попова", "Васильева", "Петрова", "Соколова", "Михайлова",
-              "Новикова", "Фёдорова", "Морозова", "Волкова", "Алексеева", "Лебедева", "Семёнова", "Егорова"]  # fmt: skip
-FIRST_NAMES = [
-    "Анна",
-    "Мария",
-    "Елена",
-    "Ольга",
-    "Наталья",
-    "Екатерина",
-    "Татьяна",
-    "Ирина",
-    "Светлана",
-    "Юлия",
-]
-MIDDLE_NAMES = [
-    "Александровна",
-    "Сергеевна",
-    "Владимировна",
-    "Андреевна",
-    "Ивановна",
-    "Петровна",
-    "Николаевна",
-]
+# Names of the demo region (portal/clinical/names.py), as the women of the generated rows.
+LAST_NAMES = [female_surname(surname) for surname in MALE_SURNAMES]
+FIRST_NAMES = list(FEMALE_FIRST_NAMES)
+MIDDLE_NAMES = [female for female, _male in PATRONYMICS.values()]
 
 
 def n(value: float) -> str:
