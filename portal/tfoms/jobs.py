@@ -3,55 +3,48 @@
 from __future__ import annotations
 
 from jobs.scheduler import register_job
+from portal.tfoms import attachments, ident, plans
 
 
 def select_and_package(mo_id: int | None = None) -> str:
-    from portal.tfoms import ident
-
     return ident.select_and_package(mo_id=mo_id)
 
 
 def load_ident_answers(mo_id: int | None = None) -> str:
-    from portal.tfoms import ident
-
     return ident.process_inbox(mo_id=mo_id)
 
 
 def export_attachments(mo_id: int | None = None) -> str:
-    from portal.tfoms import attachments
-
     return attachments.export_daily(mo_id=mo_id)
 
 
 def load_plan_answers(mo_id: int | None = None) -> str:
-    from portal.tfoms import plans
-
     return plans.process_prof_inbox(mo_id=mo_id)
 
 
 register_job(
-    "tfoms_ident",
+    ident.SERVICE_PACKAGING,
     "Пакетная идентификация ТФОМС: отбор и формирование пакетов",
     select_and_package,
     interval_seconds=24 * 3600,
     interval_config="JOB_TFOMS_IDENT_SECONDS",
 )
 register_job(
-    "tfoms_ident_answers",
+    ident.SERVICE_ANSWERS,
     "Пакетная идентификация ТФОМС: загрузка ответов",
     load_ident_answers,
     interval_seconds=300,
     interval_config="JOB_TFOMS_IDENT_ANSWERS_SECONDS",
 )
 register_job(
-    "tfoms_attachments",
+    attachments.SERVICE,
     "Выгрузка прикреплений в ТФОМС",
     export_attachments,
     interval_seconds=24 * 3600,
     interval_config="JOB_TFOMS_ATTACHMENTS_SECONDS",
 )
 register_job(
-    "tfoms_prof",
+    "tfoms_prof",  # also the service of the plan exports and uploads (plan_views.SERVICE)
     "Обмен планами профилактических осмотров",
     load_plan_answers,
     interval_seconds=300,
