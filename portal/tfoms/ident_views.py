@@ -10,18 +10,19 @@ is 404, as if it did not exist.
 from __future__ import annotations
 
 import calendar
-from dataclasses import dataclass
+import re
+from dataclasses import dataclass, field
 from datetime import date, timedelta
 from typing import Any
 
 from flask import abort, current_app, flash, redirect, render_template, request, url_for
 from flask_login import current_user
-from sqlalchemy import and_, func, or_, select
+from sqlalchemy import func, select
 from sqlalchemy.orm import joinedload
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from portal.admin.registry import SettingDef, register_setting
-from portal.admin.services import get_setting
+from portal.admin.services import contains_ci, get_setting
 from portal.auth.access import requires
 from portal.auth.scoping import filter_mo_id, may_see_mo, mo_choices, scoped
 from portal.clinical.models import Mo, Patient
@@ -46,6 +47,16 @@ PACKAGES_LIMIT = 200  # packages listed for one period
 RECORDS_PAGE = 100  # records of a package per page
 SHOW = {"all": "Все", "answered": "С ответом", "waiting": "Без ответа"}
 MAX_QUERY = 100
+# Context search over each column of the records (seed 4.3.2): URL parameter -> column heading.
+RECORD_COLUMNS = {
+    "patient": "Пациент",
+    "day": "Период",
+    "case": "Случай лечения",
+    "status": "Статус",
+    "errors": "Ошибки",
+    "result": "Результат запроса",
+}
+DATE_LIKE = re.compile(r"\d{1,2}\.\d{1,2}\.\d{4}")
 
 
 # --- filters and the period ---------------------------------------------------------------------
@@ -83,7 +94,11 @@ class IdentFilters:
     package_id: int | None
     show: str
     qp: str
-    qr: str
+    columns: dict[str, str] = field(default_factory=dict)  # RECORD_COLUMNS -> what was typed
+    day: date | None = None  # «Период»: a day within DIN–DOUT
+    birth_date: date | None = None  # «Пациент»: a date typed beside (or instead of) the name
+    name: str = ""  # «Пациент»: the rest of what was typed
+    problem: str | None = None  # a typed date that is not a date: shown instead of the records
 
     @classmethod
     def parse(cls, args: Any) -> IdentFilters:
@@ -102,14 +117,53 @@ class IdentFilters:
         show = args.get("show") or "all"
         if show not in SHOW:
             abort(400, description=f"Неизвестное значение «Показать»: {show}.")
-        return cls(
+        filters = cls(
             date_from,
             date_to,
             filter_mo_id(args.get("mo")),
             int(package) if package else None,
             show,
             (args.get("qp") or "").strip()[:MAX_QUERY],
-            (args.get("qr") or "").strip()[:MAX_QUERY],
+            {name: (args.get(name) or "").strip()[:MAX_QUERY] for name in RECORD_COLUMNS},
+        )
+        filters._parse_columns()
+        return filters
+
+    def _parse_columns(self) -> None:
+        """Dates typed over the records: a bad one is a message on the page, never a 400 (the action
+        forms carry the same values back)."""
+        status = self.columns["status"]
+        if status and status not in IDENT_STATUSES:
+            abort(400, description=f"Неизвестный статус записи: {status}.")
+        try:
+            self.day = parse_date(self.columns["day"])
+        except ValueError:
+            self.problem = (
+                f"Дата «{self.columns['day']}» в столбце «Период» не распознана: введите её как ДД.ММ.ГГГГ."
+            )
+        words = []
+        for word in self.columns["patient"].split():
+            if not DATE_LIKE.fullmatch(word):
+                words.append(word)
+                continue
+            try:
+                self.birth_date = parse_date(word)
+            except ValueError:
+                self.problem = self.problem or (
+                    f"Дата рождения «{word}» в столбце «Пациент» не распознана: введите её как ДД.ММ.ГГГГ."
+                )
+        self.name = " ".join(words)
+
+    @property
+    def searching(self) -> bool:
+        return any(self.columns.values())
+
+    def search_terms(self) -> str:
+        """What the records are searched by, for the «not found» line."""
+        return "; ".join(
+            f"{label}: «{IDENT_STATUSES.get(value, value) if name == 'status' else value}»"
+            for name, label in RECORD_COLUMNS.items()
+            if (value := self.columns[name])
         )
 
     def args(self, **changes: Any) -> dict[str, Any]:
@@ -120,13 +174,17 @@ class IdentFilters:
             "package": self.package_id,
             "show": self.show if self.show != "all" else None,
             "qp": self.qp,
-            "qr": self.qr,
+            **self.columns,
         }
         values.update(changes)
         return {k: v for k, v in values.items() if v not in (None, "")}
 
     def url(self, **changes: Any) -> str:
         return url_for("tfoms.ident", **self.args(**changes))
+
+    def url_without_search(self, **changes: Any) -> str:
+        """«Сбросить»: the same page with no column search."""
+        return self.url(**dict.fromkeys(RECORD_COLUMNS), **changes)
 
     def periods(self) -> dict[str, str]:
         """Links of «День», «Неделя», «Месяц», «Назад», «Вперёд»: the first package of the new period is shown."""
@@ -178,29 +236,35 @@ def _packages(filters: IdentFilters) -> list[IdentPackage]:
     return list(db.session.scalars(stmt.order_by(p.formed_on.desc(), p.id.desc()).limit(PACKAGES_LIMIT + 1)))
 
 
-def _record_search(text: str) -> Any:
-    """«Поиск» over the records: name prefixes (as stored, capitalised), case number, status,
-    error codes and the result text."""
-    words = text.split()
-    capital = text[:1].upper() + text[1:]
-    conditions: list[Any] = [
-        IdentRecord.case_number.contains(text, autoescape=True),
-        IdentRecord.errors.contains(text, autoescape=True),
-        IdentRecord.result.contains(text, autoescape=True),
-        IdentRecord.result.contains(capital, autoescape=True),
-    ]
-    names = [
-        column.startswith(word[:1].upper() + word[1:], autoescape=True)
-        for column, word in zip(
-            (Patient.last_name, Patient.first_name, Patient.middle_name), words, strict=False
+def _record_conditions(filters: IdentFilters) -> list[Any]:
+    """The column searches of the records, combined with AND; all done by the database."""
+    r = IdentRecord
+    columns = filters.columns
+    conditions: list[Any] = []
+    if filters.name:
+        full_name = (
+            Patient.last_name + " " + Patient.first_name + func.coalesce(" " + Patient.middle_name, "")
         )
-    ]
-    if names:
-        conditions.append(and_(*names))
-    statuses = [code for code, label in IDENT_STATUSES.items() if label.lower().startswith(text.lower())]
-    if statuses:
-        conditions.append(IdentRecord.status.in_(statuses))
-    return or_(*conditions)
+        conditions.append(contains_ci(full_name, filters.name))
+    if filters.birth_date is not None:
+        conditions.append(Patient.birth_date == filters.birth_date)
+    if filters.day is not None:
+        conditions.append(r.period_from <= filters.day)
+        conditions.append(func.coalesce(r.period_to, r.period_from) >= filters.day)
+    if words := columns["case"].replace("№", " ").split():  # «123», «КВС», «КВС № 123»
+        kinds = [code for code, label in CASE_TYPES.items() if label.lower() == words[0].lower()]
+        number = " ".join(words[1:] if kinds else words)
+        if kinds:
+            conditions.append(r.case_type.in_(kinds))
+        if number:
+            conditions.append(contains_ci(r.case_number, number))
+    if columns["status"]:
+        conditions.append(r.status == columns["status"])
+    if columns["errors"]:
+        conditions.append(contains_ci(r.errors, columns["errors"]))
+    if columns["result"]:
+        conditions.append(contains_ci(r.result, columns["result"]))
+    return conditions
 
 
 @dataclass
@@ -213,7 +277,7 @@ class RecordRow:
 def _records(
     package: IdentPackage | None, filters: IdentFilters, after: int | None
 ) -> tuple[list[RecordRow], int | None]:
-    if package is None:
+    if package is None or filters.problem:
         return [], None
     r = IdentRecord
     stmt = (
@@ -221,8 +285,8 @@ def _records(
         .join(Patient, Patient.id == r.patient_id)
         .where(r.package_id == package.id)
     )
-    if filters.qr:
-        stmt = stmt.where(_record_search(filters.qr))
+    for condition in _record_conditions(filters):
+        stmt = stmt.where(condition)
     if after is not None:
         stmt = stmt.where(r.id > after)
     rows = db.session.execute(stmt.order_by(r.id).limit(RECORDS_PAGE + 1)).all()
@@ -272,6 +336,8 @@ def _context(
         "level": level,
         "show_options": SHOW,
         "case_types": CASE_TYPES,
+        "statuses": IDENT_STATUSES,
+        "record_columns": RECORD_COLUMNS,
         "reasons": IDENT_REASONS,
         "simulator_url": _simulator_url(),
         "max_upload_mb": current_app.config["TFOMS_MAX_UPLOAD_BYTES"] / 1024 / 1024,
@@ -285,6 +351,7 @@ FRAGMENTS = {
     "ident-body": "tfoms/_ident_body.html",
     "ident-packages": "tfoms/_ident_packages.html",
     "ident-records": "tfoms/_ident_records.html",
+    "ident-record-rows": "tfoms/_ident_record_body.html",
     "more-records": "tfoms/_ident_record_rows.html",
 }
 

@@ -1,11 +1,13 @@
 """The «Пакетная идентификация ТФОМС» page (seed 4.3.2, T-1): period, packages and records,
-search, «Показать», pagination, «Удалить», fragments, and МО scoping of every view."""
+package search, context search over each column of the records, «Показать», pagination, «Удалить»,
+fragments, and МО scoping of every view."""
 
 from __future__ import annotations
 
 import re
 from datetime import date, datetime, timedelta
 from html import unescape
+from urllib.parse import parse_qs, urlsplit
 
 from sqlalchemy import insert
 
@@ -15,18 +17,29 @@ from portal.models_base import utcnow
 from portal.tfoms import ident
 from portal.tfoms.files import inbox_dir, tfoms_dir
 from portal.tfoms.ident_views import shift_period
-from portal.tfoms.models import IDENT_SELECTED, IdentPackage, IdentRecord
+from portal.tfoms.models import IDENT_SELECTED, IDENT_STATUSES, IdentPackage, IdentRecord
 from tests import factories
 from tests.conftest import csrf_token, login
 from tests.tfoms.ident_support import HX, PAGE, answer_for, package_of, register_for
 
 
+def _text_of(html: str) -> str:
+    return unescape(re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", html)))
+
+
 def _text(response) -> str:
-    return unescape(re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", response.get_data(as_text=True))))
+    return _text_of(response.get_data(as_text=True))
 
 
 def _packages_shown(html: str) -> list[str]:
     return re.findall(r'data-package="([^"]+)"', html)
+
+
+def _rows(html: str) -> int:
+    return html.count("<tr data-status=")
+
+
+ROWS = {**HX, "HX-Target": "ident-record-rows"}
 
 
 def test_page_shows_packages_of_the_period_and_records_of_the_chosen_one(app, client, region):
@@ -150,24 +163,38 @@ def test_fragments_search_and_pagination(app, client, region):
     url = f"{PAGE}?package={package.id}"
 
     records = client.get(url, headers={**HX, "HX-Target": "ident-records"}).get_data(as_text=True)
-    assert records.lstrip().startswith("<") and "<form" not in records
-    assert records.count("<tr data-status=") == 100 and "Показать ещё" in records
+    assert records.lstrip().startswith("<") and 'id="ident-filters"' not in records
+    assert 'id="ident-record-search"' in records and 'id="ident-record-rows"' in records
+    assert _rows(records) == 100 and "Показать ещё" in records
     cursor = re.search(r"after=(\d+)", records).group(1)
     more = client.get(f"{url}&after={cursor}", headers={**HX, "HX-Target": "more-records"}).get_data(
         as_text=True
     )
-    assert more.count("<tr data-status=") == 50 and "Показать ещё" not in more
+    assert _rows(more) == 50 and "Показать ещё" not in more
 
-    found = client.get(f"{url}&qr=Иском", headers={**HX, "HX-Target": "ident-records"}).get_data(as_text=True)
-    assert found.count("<tr data-status=") == 1 and "Искомая Анна" in found
-    by_status = client.get(f"{url}&qr=ожидает", headers={**HX, "HX-Target": "ident-records"}).get_data(
-        as_text=True
+    # keyset paging with a column search: the cursor link keeps the search
+    sent = "Ожидает ответа ТФОМС"
+    assert IDENT_STATUSES["sent"] == sent
+    first = client.get(f"{url}&status=sent&patient=анна", headers=ROWS).get_data(as_text=True)
+    assert "<form" not in first and "<thead" not in first and _rows(first) == 100
+    next_url = unescape(re.search(r'href="([^"]+after=\d+[^"]*)"', first).group(1))
+    assert parse_qs(urlsplit(next_url).query)["patient"] == ["анна"]
+    assert parse_qs(urlsplit(next_url).query)["status"] == ["sent"]
+    rest = client.get(next_url, headers={**HX, "HX-Target": "more-records"}).get_data(as_text=True)
+    assert _rows(rest) == 50 and "Показать ещё" not in rest
+    narrowed = client.get(f"{url}&patient=лист&after={cursor}", headers={**HX, "HX-Target": "more-records"})
+    after_cursor = db.session.scalar(
+        db.select(db.func.count())
+        .select_from(IdentRecord)
+        .join(Patient, Patient.id == IdentRecord.patient_id)
+        .where(IdentRecord.id > int(cursor), Patient.last_name == "Листова")
     )
-    assert by_status.count("<tr data-status=") == 100
-    nothing = client.get(f"{url}&qr=Нетакой", headers={**HX, "HX-Target": "ident-records"}).get_data(
-        as_text=True
-    )
-    assert "Записи по запросу «Нетакой» не найдены." in nothing
+    assert after_cursor >= 49 and _rows(narrowed.get_data(as_text=True)) == after_cursor
+
+    found = client.get(f"{url}&patient=Иском", headers=ROWS).get_data(as_text=True)
+    assert _rows(found) == 1 and "Искомая Анна" in found
+    nothing = client.get(f"{url}&patient=Нетакой", headers=ROWS).get_data(as_text=True)
+    assert "Записи по условиям поиска (Пациент: «Нетакой») не найдены." in _text_of(nothing)
 
     packages = client.get(f"{PAGE}?qp={package.name[-5:]}", headers={**HX, "HX-Target": "ident-packages"})
     assert _packages_shown(packages.get_data(as_text=True)) == [package.name]
@@ -255,3 +282,204 @@ def test_selected_people_are_counted_with_who_waits(app, client, region):
     )
     assert a.patients[0].full_name in text
     assert "Кнопка «Идентифицировать»" in text and datetime.now().strftime("%d.%m.%Y") in text
+
+
+def _column_package(region):
+    """Four people of one package, each different in every column, answered by the ТФОМС stand-in."""
+    mo = region.a.mo
+    factories.make_insurer("35001")
+    people = {
+        "Соколова": factories.make_patient(
+            mo, last_name="Соколова", first_name="Анна", middle_name="Игоревна", birth_date=date(1990, 3, 12)
+        ),
+        "Орлова": factories.make_patient(
+            mo, last_name="Орлова", first_name="Вера", middle_name="Павловна", birth_date=date(1988, 7, 1)
+        ),
+        "Волкова": factories.make_patient(
+            mo, last_name="Волкова", first_name="Ольга", middle_name=None, birth_date=date(1990, 3, 12)
+        ),
+        "Соколовская": factories.make_patient(
+            mo,
+            last_name="Соколовская",
+            first_name="Ирина",
+            middle_name="Олеговна",
+            birth_date=date(1995, 1, 30),
+        ),
+    }
+    cases = {
+        "Соколова": ("hospitalisation", "КВС-17", date(2026, 3, 1), date(2026, 3, 10)),
+        "Орлова": ("visit", "ТАП-2201", date(2026, 3, 5), None),
+        "Волкова": (None, None, date(2026, 2, 1), date(2026, 2, 20)),
+        "Соколовская": ("hospitalisation", "КВС-1701", date(2026, 3, 8), date(2026, 3, 15)),
+    }
+    now = utcnow()
+    db.session.execute(
+        insert(IdentRecord),
+        [
+            {
+                "mo_id": mo.id,
+                "patient_id": people[name].id,
+                "reason": "case" if case_type else "manual",
+                "case_type": case_type,
+                "case_number": number,
+                "period_from": din,
+                "period_to": dout,
+                "status": IDENT_SELECTED,
+                "created_at": now,
+            }
+            for name, (case_type, number, din, dout) in cases.items()
+        ],
+    )
+    package = ident.form_packages(mo.id).packages[0]
+    db.session.commit()
+    answer = answer_for(
+        package,
+        register_for(
+            insured=[(people["Соколова"], {"rq": "35001", "ropdoc": 3})],
+            errors=[
+                (
+                    people["Орлова"],
+                    {"rq": "39999", "rqogrn": "1000000000009", "ropdoc": 3, "repl": "2=Не совпадает СНИЛС;"},
+                )
+            ],
+            eerp=[people["Волкова"]],
+            missing=[people["Соколовская"]],
+        ),
+    )
+    assert ident.process_answer(package.file_name, answer, check_mo=False).ok
+    db.session.commit()
+    return package, people
+
+
+def _found(client, url: str) -> set[str]:
+    """Surnames of the records a column search shows, asked as the column's htmx input asks."""
+    html = client.get(url, headers=ROWS).get_data(as_text=True)
+    assert "<thead" not in html  # only the rows: the inputs keep their focus and text
+    return set(re.findall(r'<tr data-status="[a-z_]+">\s*<td class="num">[^<]*</td>\s*<td>(\S+)', html))
+
+
+def test_context_search_over_each_column(app, client, region):
+    package, _people = _column_package(region)
+    login(client, region.a.users["mo_admin"])
+    url = f"{PAGE}?package={package.id}"
+
+    everyone = {"Соколова", "Орлова", "Волкова", "Соколовская"}
+    assert _found(client, url) == everyone
+    # the page has one search input over each column of the records, all htmx and kept in the URL
+    page = client.get(url).get_data(as_text=True)
+    assert "Поиск: пациент, номер случая" not in page and 'name="qr"' not in page
+    assert 'id="qp"' in page  # the package list keeps its own search
+    for name, label in (
+        ("patient", "Пациент"),
+        ("day", "Период"),
+        ("case", "Случай лечения"),
+        ("errors", "Ошибки"),
+        ("result", "Результат запроса"),
+    ):
+        tag = re.search(rf'<input type="search" name="{name}"[^>]*>', page).group(0)
+        assert f"Поиск по столбцу «{label}»" in tag and 'form="ident-record-search"' in tag
+        assert 'hx-trigger="input changed delay:300ms"' in tag and 'hx-push-url="true"' in tag
+        assert 'hx-target="#ident-record-rows"' in tag and 'hx-include="#ident-record-search, #qp"' in tag
+    select = re.search(r'<select name="status"[^>]*>.*?</select>', page, re.S).group(0)
+    assert 'hx-trigger="change"' in select and 'hx-push-url="true"' in select
+    assert ">Все</option>" in select and all(
+        f">{label}</option>" in select for label in IDENT_STATUSES.values()
+    )
+    search_form = re.search(r'<form id="ident-record-search".*?</form>', page, re.S).group(0)
+    for hidden in ("from", "to", "package"):
+        assert f'name="{hidden}"' in search_form  # the period and the package go with every column search
+
+    # Пациент: any part of the name, any case; a birth date ДД.ММ.ГГГГ, alone or beside the name
+    assert _found(client, f"{url}&patient=соколов") == {"Соколова", "Соколовская"}
+    assert _found(client, f"{url}&patient=СОКОЛОВСКАЯ") == {"Соколовская"}
+    assert _found(client, f"{url}&patient=ольга") == {"Волкова"}
+    assert _found(client, f"{url}&patient=анна игоревна") == {"Соколова"}
+    assert _found(client, f"{url}&patient=12.03.1990") == {"Соколова", "Волкова"}
+    assert _found(client, f"{url}&patient=волкова 12.03.1990") == {"Волкова"}
+    # Период: the day lies within DIN–DOUT (DOUT empty: the one day DIN)
+    assert _found(client, f"{url}&day=09.03.2026") == {"Соколова", "Соколовская"}
+    assert _found(client, f"{url}&day=2026-03-05") == {"Соколова", "Орлова"}
+    assert _found(client, f"{url}&day=20.02.2026") == {"Волкова"}
+    assert _found(client, f"{url}&day=16.03.2026") == set()
+    # Случай лечения: part of the number, or the kind with or without the number
+    assert _found(client, f"{url}&case=17") == {"Соколова", "Соколовская"}
+    assert _found(client, f"{url}&case=1701") == {"Соколовская"}
+    assert _found(client, f"{url}&case=тап") == {"Орлова"}
+    assert _found(client, f"{url}&case=КВС № 170") == {"Соколовская"}
+    # Статус: one of the statuses
+    for status, label in IDENT_STATUSES.items():
+        html = client.get(f"{url}&status={status}", headers=ROWS).get_data(as_text=True)
+        assert all(s == status for s in re.findall(r'<tr data-status="([a-z_]+)"', html))
+        assert label in html or "Записи по условиям поиска" in html
+    assert _found(client, f"{url}&status=identified") == {"Соколова"}
+    assert _found(client, f"{url}&status=not_identified") == {"Орлова", "Волкова", "Соколовская"}
+    assert client.get(f"{url}&status=lost").status_code == 400
+    # Ошибки: the REPL codes and their text
+    assert _found(client, f"{url}&errors=снилс") == {"Орлова"}
+    assert _found(client, f"{url}&errors=2=") == {"Орлова"}
+    # Результат запроса
+    assert _found(client, f"{url}&result=полис сохранён") == {"Соколова"}
+    assert _found(client, f"{url}&result=не получены") == {"Соколовская"}
+
+
+def test_column_searches_combine_and_stay_in_the_url(app, client, region):
+    package, _people = _column_package(region)
+    login(client, region.a.users["mo_admin"])
+    url = f"{PAGE}?package={package.id}"
+
+    # combined with AND
+    assert _found(client, f"{url}&patient=соколов&day=02.03.2026") == {"Соколова"}
+    assert _found(client, f"{url}&patient=соколов&status=not_identified") == {"Соколовская"}
+    assert _found(client, f"{url}&case=КВС&status=identified&result=полис") == {"Соколова"}
+    assert _found(client, f"{url}&patient=орлова&case=КВС") == set()
+    nothing = client.get(f"{url}&patient=орлова&status=identified", headers=ROWS).get_data(as_text=True)
+    assert "Записи по условиям поиска (Пациент: «орлова»; Статус: «Идентифицирован») не найдены." in _text_of(
+        nothing
+    )
+
+    # the whole page from the URL: the inputs show the search, every link keeps it
+    query = f"{url}&patient=соколов&day=09.03.2026&case=КВС&status=not_identified&errors=&result=получены"
+    response = client.get(query)
+    html = response.get_data(as_text=True)
+    assert _found(client, query) == {"Соколовская"}
+    assert re.search(r'<input type="search" name="patient" value="соколов"', html)
+    assert re.search(r'<input type="search" name="day" value="09.03.2026"', html)
+    assert re.search(r'<input type="search" name="case" value="КВС"', html)
+    assert re.search(r'<input type="search" name="result" value="получены"', html)
+    assert '<option value="not_identified" selected>' in html
+    links = [unescape(u) for u in re.findall(r'href="(/tfoms/ident\?[^"]+)"', html)]
+    package_link = next(u for u in links if f"package={package.id}" in u and "from=" in u)
+    kept = parse_qs(urlsplit(package_link).query)
+    assert (
+        kept["patient"] == ["соколов"]
+        and kept["day"] == ["09.03.2026"]
+        and kept["status"] == ["not_identified"]
+    )
+    assert kept["case"] == ["КВС"] and kept["result"] == ["получены"]
+    # hidden copies in the action forms bring the search back after «Удалить» / «Загрузить»
+    assert html.count('<input type="hidden" name="patient" value="соколов">') >= 2
+    # «Сбросить» shows the whole package again
+    reset = unescape(re.search(r'href="([^"]+)"[^>]*>Сбросить</a>', html, re.S).group(1))
+    assert "patient=" not in reset and f"package={package.id}" in reset
+    assert _found(client, reset) == {"Соколова", "Орлова", "Волкова", "Соколовская"}
+
+
+def test_a_bad_date_in_a_column_is_a_message(app, client, region):
+    package, _people = _column_package(region)
+    login(client, region.a.users["mo_admin"])
+    url = f"{PAGE}?package={package.id}"
+
+    rows = client.get(f"{url}&day=31.02.2026", headers=ROWS)
+    assert rows.status_code == 200 and _rows(rows.get_data(as_text=True)) == 0
+    assert "Дата «31.02.2026» в столбце «Период» не распознана: введите её как ДД.ММ.ГГГГ." in _text_of(
+        rows.get_data(as_text=True)
+    )
+    page = client.get(f"{url}&day=вчера&patient=соколов")
+    assert page.status_code == 200
+    text = _text_of(page.get_data(as_text=True))
+    assert "Дата «вчера» в столбце «Период» не распознана" in text
+    assert f"Записи пакета {package.name}" in text  # the rest of the page is there
+    birth = client.get(f"{url}&patient=соколова 30.02.1990", headers=ROWS).get_data(as_text=True)
+    assert "Дата рождения «30.02.1990» в столбце «Пациент» не распознана" in _text_of(birth)
+    # nothing was changed by the bad date, and the package is still there with its records
+    assert _found(client, url) == {"Соколова", "Орлова", "Волкова", "Соколовская"}
