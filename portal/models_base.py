@@ -2,10 +2,21 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
+from typing import TypeVar
 
 from sqlalchemy import DateTime
 from sqlalchemy.orm import Mapped, mapped_column
+
+T = TypeVar("T")
+
+
+def chunks(items: Sequence[T], size: int) -> Iterator[Sequence[T]]:
+    """Slices of at most `size` items: one statement per slice (IN lists stay under the
+    databases' parameter limits, executemany batches stay bounded)."""
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
 
 
 def utcnow() -> datetime:

@@ -13,7 +13,7 @@ The field specifications below are the contract: validation and the OpenAPI docu
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Any, TypeVar
@@ -51,7 +51,7 @@ from portal.clinical.models import (
     Staff,
 )
 from portal.extensions import db
-from portal.models_base import utcnow
+from portal.models_base import chunks, utcnow
 
 REQUIRED = "Не указано обязательное поле «{label}»"
 T = TypeVar("T")
@@ -669,7 +669,7 @@ class _References:
         rtype = RECORD_TYPES[target]
         table = rtype.model.__table__
         columns = [table.c.source_id, table.c.id, *(table.c[c] for c in rtype.exposed)]
-        for chunk in _chunks(wanted, IN_CHUNK):
+        for chunk in chunks(wanted, IN_CHUNK):
             for row in db.session.execute(select(*columns).where(table.c.source_id.in_(chunk))):
                 known[row[0]] = tuple(row[1:])
 
@@ -681,11 +681,6 @@ class _References:
         if source_id in self.refused[ref.target]:
             raise Refusal(ref.name, f"{target.noun} {source_id} {target.refused} в этом пакете")
         raise Refusal(ref.name, f"{target.noun} {source_id} не {target.found}")
-
-
-def _chunks(items: list, size: int) -> Iterator[list]:
-    for start in range(0, len(items), size):
-        yield items[start : start + size]
 
 
 def _shown(value: Any) -> Any:
@@ -816,7 +811,7 @@ def _upsert(rtype: RecordType, rows: dict[str, dict[str, Any]], refs_index: _Ref
     columns = rtype.columns
     existing: dict[str, Any] = {}
     source_ids = list(rows)
-    for chunk in _chunks(source_ids, IN_CHUNK):
+    for chunk in chunks(source_ids, IN_CHUNK):
         query = select(table.c.id, table.c.source_id, *(table.c[c] for c in columns)).where(
             table.c.source_id.in_(chunk)
         )
@@ -839,7 +834,7 @@ def _upsert(rtype: RecordType, rows: dict[str, dict[str, Any]], refs_index: _Ref
         stored.append(StoredRecord(rtype.name, row.id, source_id, False, changed))
 
     if inserts:
-        for chunk in _chunks(inserts, 1000):
+        for chunk in chunks(inserts, 1000):
             returned = session.execute(insert(table).returning(table.c.id, table.c.source_id), chunk)
             for new_id, source_id in returned:
                 stored.append(StoredRecord(rtype.name, new_id, source_id, True, True))

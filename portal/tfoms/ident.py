@@ -18,7 +18,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
 from pathlib import Path
@@ -43,7 +43,7 @@ from portal.clinical.models import (
 )
 from portal.exchange.delivery import journal
 from portal.extensions import db
-from portal.models_base import utcnow
+from portal.models_base import chunks, utcnow
 from portal.tfoms.channel import CHANNEL, PACKET_IDENT_ANSWER, PACKET_IDENT_REQUEST
 from portal.tfoms.dbf import REQUEST_FIELDS, DbfError, dbf_bytes, has_fields, read_dbf
 from portal.tfoms.files import inbox_dir, tfoms_dir, write_atomically
@@ -115,11 +115,6 @@ class IdentError(Exception):
     """A refusal the user reads; nothing was changed."""
 
 
-def _chunks(items: list[Any], size: int = CHUNK) -> Iterator[list[Any]]:
-    for i in range(0, len(items), size):
-        yield items[i : i + size]
-
-
 def _d(value: date | None) -> str:
     return value.strftime("%d.%m.%Y") if value else ""
 
@@ -162,7 +157,7 @@ def select_new_patients(rows: list[StoredRecord]) -> None:
         return
     today, now = date.today(), utcnow()
     columns = ["mo_id", "patient_id", "reason", "period_from", "status", "created_at"]
-    for chunk in _chunks(created):
+    for chunk in chunks(created, CHUNK):
         source = select(
             Patient.mo_id,
             Patient.id,
@@ -278,7 +273,7 @@ def select_from_cases(day: date, mo_ids: Iterable[int]) -> int:
         return 0
     done: set[tuple[str, int]] = set()  # cases selected before (by any run), via the patient index
     patient_ids = sorted({c["patient_id"] for c in candidates})
-    for chunk in _chunks(patient_ids):
+    for chunk in chunks(patient_ids, CHUNK):
         done.update(
             db.session.execute(
                 select(IdentRecord.case_type, IdentRecord.case_id).where(
@@ -470,7 +465,7 @@ def form_packages(mo_id: int, user: Any = None, day: date | None = None) -> Pack
     update = table.update().where(table.c.id == bindparam("b_id"))
     prefix = f"{mo.f003_code.strip()}_{day:%d%m%Y}_"
     number = _next_number(prefix)
-    for chunk in _chunks(valid, PACKAGE_LIMIT):
+    for chunk in chunks(valid, PACKAGE_LIMIT):
         name = f"{prefix}{number}"
         package = IdentPackage(
             mo_id=mo_id,
@@ -935,7 +930,7 @@ def _apply(package: IdentPackage, matched: list[_Matched]) -> AnswerResult:
     to_check = sorted({m.patient_id for m in matched if not _text(m.answer[0])})
     existing: dict[int, list[_Policy]] = {}
     pp, p = PatientPolicy, Patient
-    for chunk in _chunks(to_check):
+    for chunk in chunks(to_check, CHUNK):
         for row in db.session.execute(
             select(
                 pp.id,

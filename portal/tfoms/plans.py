@@ -79,7 +79,7 @@ from portal.clinical.models import (
 )
 from portal.exchange.delivery import journal
 from portal.extensions import db
-from portal.models_base import utcnow
+from portal.models_base import chunks, utcnow
 from portal.tfoms.channel import CHANNEL, PACKET_PROF, PACKET_PROF_ERRORS
 from portal.tfoms.files import inbox_dir, tfoms_dir
 from portal.tfoms.models import PlanExport, PlanExportRecord
@@ -228,7 +228,7 @@ def plan_rows(filters: PlanFilters, user: Any) -> tuple[list[PlanRow], bool]:
     more = len(found) > PLANS_LIMIT
     found = found[:PLANS_LIMIT]
     counts: dict[int, dict[str, int]] = {plan.id: {} for plan, _ in found}
-    for ids in _chunks(list(counts), CHUNK):
+    for ids in chunks(list(counts), CHUNK):
         grouped = db.session.execute(
             db.select(PlanPerson.plan_id, PlanPerson.status, func.count())
             .where(PlanPerson.plan_id.in_(ids))
@@ -707,11 +707,6 @@ def _journal_payload(xml: bytes) -> str:
     return f"{head}\n<!-- ещё записей: {left}; весь файл — в списке экспортов -->\n</ZL_LIST>"
 
 
-def _chunks(values: Sequence[Any], size: int) -> Iterable[Sequence[Any]]:
-    for start in range(0, len(values), size):
-        yield values[start : start + size]
-
-
 def export_plans(
     mo: Mo, plans: Sequence[ProphylacticPlan], values: ExportValues, user: Any = None
 ) -> ExportOutcome:
@@ -789,7 +784,7 @@ def _write_files(
                 ],
             )
         if not insurer:
-            for ids in _chunks(person_ids, CHUNK):
+            for ids in chunks(person_ids, CHUNK):
                 db.session.execute(
                     update(PlanPerson)
                     .where(PlanPerson.id.in_(ids), PlanPerson.status == PLAN_PERSON_NEW)
@@ -935,7 +930,7 @@ def _apply(export: PlanExport, root: etree._Element, now: datetime) -> tuple[int
         comment = (zap.findtext("COMMENT") or "").strip()
         texts.setdefault(nomer_z, []).append(f"{code}: {comment}" if comment else code)
     people: dict[int, int] = {}
-    for numbers in _chunks(sorted(texts), CHUNK):
+    for numbers in chunks(sorted(texts), CHUNK):
         people.update(
             db.session.execute(
                 db.select(PlanExportRecord.nomer_z, PlanExportRecord.plan_person_id).where(
@@ -958,7 +953,7 @@ def _apply(export: PlanExport, root: etree._Element, now: datetime) -> tuple[int
         for number in sorted(texts)
         if number in people
     ]
-    for part in _chunks(changes, CHUNK):
+    for part in chunks(changes, CHUNK):
         db.session.execute(update(PlanPerson), list(part))
     in_file = db.select(PlanExportRecord.plan_person_id).where(PlanExportRecord.export_id == export.id)
     accepted = db.session.execute(

@@ -19,7 +19,7 @@ from portal.clinical.models import ClinicalEvent, Hospitalisation, Pregnancy
 from portal.exchange.delivery import journal
 from portal.exchange.models import QUEUED, JournalEntry, WorkItem
 from portal.extensions import db
-from portal.models_base import utcnow
+from portal.models_base import chunks, utcnow
 from portal.vimis import models as m
 from portal.vimis.semd_types import TRIGGER_KINDS, semd_type_for
 
@@ -27,14 +27,10 @@ TRIGGER_LINE = "Появилось триггерное мероприятие"
 CHUNK = 900  # ids per IN (…) list
 
 
-def _chunks(ids: list[int]) -> list[list[int]]:
-    return [ids[i : i + CHUNK] for i in range(0, len(ids), CHUNK)]
-
-
 @on_stored("event")
 def semds_for_events(rows: list[StoredRecord]) -> None:
     ids = [r.id for r in rows if r.changed]
-    for chunk in _chunks(ids):
+    for chunk in chunks(ids, CHUNK):
         _handle(chunk)
 
 
