@@ -37,6 +37,11 @@ def inbox_dir() -> Path:
     return path
 
 
+def max_upload_bytes() -> int:
+    """The largest answer file («Загрузить»: a DBF or an OSHIB_PR) the upload views accept."""
+    return int(current_app.config.get("TFOMS_MAX_UPLOAD_BYTES") or 50 * 1024 * 1024)
+
+
 def write_atomically(path: Path, data: bytes) -> None:
     """Write to a temporary file in the same folder and rename: a reader never sees half a file."""
     handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=".part-")

@@ -19,7 +19,6 @@ from flask import abort, current_app, flash, redirect, render_template, request,
 from flask_login import current_user
 from sqlalchemy import func, select
 from sqlalchemy.orm import joinedload
-from werkzeug.exceptions import RequestEntityTooLarge
 
 from portal.admin.registry import SettingDef, register_setting
 from portal.admin.services import contains_ci, get_setting
@@ -28,8 +27,9 @@ from portal.auth.scoping import filter_mo_id, may_see_mo, mo_choices, scoped
 from portal.clinical.models import Mo, Patient
 from portal.dates import parse_date
 from portal.exchange.runs import recording
-from portal.extensions import csrf, db
+from portal.extensions import db
 from portal.tfoms import bp, ident
+from portal.tfoms.files import max_upload_bytes
 from portal.tfoms.models import CASE_TYPES, IDENT_REASONS, IDENT_STATUSES, IdentPackage, IdentRecord
 
 SIMULATOR_PAGE = register_setting(
@@ -340,7 +340,7 @@ def _context(
         "record_columns": RECORD_COLUMNS,
         "reasons": IDENT_REASONS,
         "simulator_url": _simulator_url(),
-        "max_upload_mb": current_app.config["TFOMS_MAX_UPLOAD_BYTES"] / 1024 / 1024,
+        "max_upload_mb": max_upload_bytes() / 1024 / 1024,
         "limit": ident.PACKAGE_LIMIT,
         "packages_limit": PACKAGES_LIMIT,
     }
@@ -405,31 +405,27 @@ def ident_download(package_id: int):
 
 
 @bp.post("/ident/upload")
-@csrf.exempt  # checked below, after the upload limit of this view is set
 @requires("tfoms.ident")
 def ident_upload():
     """«Загрузить»: an answer DBF; every refusal is a message and changes nothing."""
-    limit = current_app.config["TFOMS_MAX_UPLOAD_BYTES"]
-    request.max_content_length = limit
-    try:
-        csrf.protect()
-        upload = request.files.get("file")
-        filters = IdentFilters.parse(request.form)
-    except RequestEntityTooLarge:
-        filters = IdentFilters.parse(request.args)
+    filters = IdentFilters.parse(request.form)
+    upload = request.files.get("file")
+    if upload is None or not upload.filename:
+        return _respond(filters, "Выберите файл ответа ТФОМС (.DBF).", "error")
+    limit = max_upload_bytes()  # routes.py lets the request through up to this size
+    data = upload.read(limit + 1)
+    if len(data) > limit:
         return _respond(
             filters,
             f"Файл не загружен: он больше допустимых {limit / 1024 / 1024:.0f} МБ. Ответ не загружен.",
             "error",
         )
-    if upload is None or not upload.filename:
-        return _respond(filters, "Выберите файл ответа ТФОМС (.DBF).", "error")
     name = ident._base_name(upload.filename)
     package = ident.package_by_file_name(name)
     if package is not None and not may_see_mo(package.mo_id):
         package = None  # another МО's: process_answer refuses it by name
     run_mo = package.mo_id if package is not None else current_user.mo_id
-    data = upload.read() if name.upper().endswith(".DBF") else b""
+    data = data if name.upper().endswith(".DBF") else b""
     with recording(ident.SERVICE_ANSWERS, mo_id=run_mo, manual=True, user_id=current_user.id):
         result = ident.process_answer(name, data, user=current_user, check_mo=True)
         db.session.commit()

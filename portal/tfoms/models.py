@@ -126,7 +126,9 @@ class PlanExportRecord(db.Model):
 
     __tablename__ = "tfoms_plan_export_record"
 
-    export_id: Mapped[int] = mapped_column(ForeignKey("tfoms_plan_export.id", ondelete="CASCADE"), primary_key=True)
+    export_id: Mapped[int] = mapped_column(
+        ForeignKey("tfoms_plan_export.id", ondelete="CASCADE"), primary_key=True
+    )
     nomer_z: Mapped[int] = mapped_column(Integer, primary_key=True)
     plan_person_id: Mapped[int] = mapped_column(ForeignKey("plan_person.id"), index=True)
 

@@ -15,18 +15,9 @@ from portal.auth.scoping import mo_choices, visible_mo_id
 from portal.clinical.models import PLAN_KINDS, PLAN_PERSON_STATUSES
 from portal.exchange.runs import recording
 from portal.tfoms import bp, plans
+from portal.tfoms.files import max_upload_bytes
 
 SERVICE = "tfoms_prof"
-UPLOAD_ENDPOINT = "tfoms.plans_answer"
-
-
-@bp.url_value_preprocessor
-def _answer_upload_limit(endpoint: str | None, values: dict | None) -> None:
-    """An answer file may be larger than the app's request limit: the upload gets TFOMS_MAX_UPLOAD_BYTES.
-
-    URL value preprocessors run before every before_request (CSRF reads the form there)."""
-    if endpoint == UPLOAD_ENDPOINT:
-        request.max_content_length = plans.max_upload_bytes() + 1024 * 1024  # the form around the file
 
 
 def _abort(error: plans.PlanError):
@@ -72,7 +63,7 @@ def _page_context(filters: plans.PlanFilters, **extra) -> dict:
         "years": plans.plan_years(filters, current_user),
         "kinds": PLAN_KINDS,
         "mos": mo_choices(),
-        "max_upload": plans.max_upload_bytes(),
+        "max_upload": max_upload_bytes(),
         **extra,
     }
 
@@ -222,7 +213,7 @@ def plans_answer():
     if upload is None or not upload.filename:
         result = plans.ImportResult(False, "Выберите файл протокола ошибок (.xml или .zip).")
     else:
-        limit = plans.max_upload_bytes()
+        limit = max_upload_bytes()
         data = upload.read(limit + 1)
         with recording(SERVICE, mo_id=visible_mo_id(), manual=True, user_id=current_user.id):
             result = plans.import_error_file(upload.filename, data, current_user)

@@ -53,7 +53,6 @@ from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 
-from flask import current_app
 from lxml import etree
 from sqlalchemy import and_, func, insert, update
 from sqlalchemy.exc import IntegrityError
@@ -81,7 +80,7 @@ from portal.exchange.delivery import journal
 from portal.extensions import db
 from portal.models_base import chunks, utcnow
 from portal.tfoms.channel import CHANNEL, PACKET_PROF, PACKET_PROF_ERRORS
-from portal.tfoms.files import inbox_dir, tfoms_dir
+from portal.tfoms.files import inbox_dir, max_upload_bytes, tfoms_dir
 from portal.tfoms.models import PlanExport, PlanExportRecord
 
 TFOMS_CODE = SETTINGS.get("tfoms.code") or register_setting(
@@ -831,10 +830,6 @@ def _error_schema() -> etree.XMLSchema:
     if _schema is None:
         _schema = etree.XMLSchema(etree.parse(str(SCHEMA_PATH)))
     return _schema
-
-
-def max_upload_bytes() -> int:
-    return int(current_app.config.get("TFOMS_MAX_UPLOAD_BYTES") or 50 * 1024 * 1024)
 
 
 def _size_text(size: int) -> str:
