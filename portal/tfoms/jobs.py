@@ -44,7 +44,7 @@ register_job(
     interval_config="JOB_TFOMS_ATTACHMENTS_SECONDS",
 )
 register_job(
-    "tfoms_prof",  # also the service of the plan exports and uploads (plan_views.SERVICE)
+    plans.SERVICE,
     "Обмен планами профилактических осмотров",
     load_plan_answers,
     interval_seconds=300,

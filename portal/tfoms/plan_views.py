@@ -17,8 +17,6 @@ from portal.exchange.runs import recording
 from portal.tfoms import bp, plans
 from portal.tfoms.files import max_upload_bytes
 
-SERVICE = "tfoms_prof"
-
 
 def _abort(error: plans.PlanError):
     abort(error.status, description=error.message)
@@ -178,7 +176,7 @@ def plans_export():
     refusal = plans.export_refusal(mo)
     if refusal:
         return _render_export(filters, _export_form_context(selected, submitted, {}, refusal), 422)
-    with recording(SERVICE, mo_id=mo.id, manual=True, user_id=current_user.id):
+    with recording(plans.SERVICE, mo_id=mo.id, manual=True, user_id=current_user.id):
         outcome = plans.export_plans(mo, selected, values, current_user)
     if outcome.packet_error:
         errors = {"packet": outcome.packet_error}
@@ -215,7 +213,7 @@ def plans_answer():
     else:
         limit = max_upload_bytes()
         data = upload.read(limit + 1)
-        with recording(SERVICE, mo_id=visible_mo_id(), manual=True, user_id=current_user.id):
+        with recording(plans.SERVICE, mo_id=visible_mo_id(), manual=True, user_id=current_user.id):
             result = plans.import_error_file(upload.filename, data, current_user)
     if _hx_target():
         context = {"result": result, "filters": filters}

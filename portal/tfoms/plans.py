@@ -132,6 +132,7 @@ SV_PR_MER_ORDER = (  # the element order of a record, SV_PL_MER last
     "SNILS", "VPOLIS", "SPOLIS", "NPOLIS", "TEL", "KAT_LG", "COMMENT",
 )  # fmt: skip
 
+SERVICE = "tfoms_prof"  # «Обмен планами профилактических осмотров»: exports, uploads, the inbox job
 CHUNK = 1000  # rows per statement when statuses and records are written
 PAYLOAD_LIMIT = 64 * 1024  # characters of a PROF file kept in the journal line
 PEOPLE_PAGE = 100
