@@ -14,8 +14,13 @@ from portal.auth.roles import ROLES
 from portal.clinical.identifiers import enp_check_digit, snils_check_number
 from portal.clinical.models import (
     Attachment,
+    BedProfile,
+    Branch,
     ClinicalEvent,
     Department,
+    DispensaryObservation,
+    HospitalMovement,
+    HospitalReferral,
     Hospitalisation,
     Insurer,
     Mo,
@@ -67,6 +72,71 @@ def make_department(mo: Mo, kind: str = "maternity", **kw) -> Department:
     return dep
 
 
+def make_branch(mo: Mo, kind: str = "hospital", **kw) -> Branch:
+    n = _n()
+    values = dict(source_id=f"br-{n}", mo_id=mo.id, code=f"{n % 1000:03d}", name=f"Корпус {n}", kind=kind,
+                  address="г. Вологда, ул. Ленина, д. 1", phone="8172000000", opened_on=date(2020, 1, 1))
+    values.update(kw)
+    branch = Branch(**values)
+    db.session.add(branch)
+    db.session.flush()
+    return branch
+
+
+def make_bed_profile(department: Department, **kw) -> BedProfile:
+    n = _n()
+    values = dict(
+        source_id=f"bed-{n}", mo_id=department.mo_id, department_id=department.id, profile=3, care_profile=136,
+        beds=30, beds_male=0, beds_female=30, beds_repair=0, planned_beds=30, valid_from=date(2024, 1, 1),
+        actual_on=date.today(), occupied=22, admitted_today=3, discharged_today=2, planned_today=1, free=8,
+        free_adult=8, free_child=0,
+    )
+    values.update(kw)
+    bed = BedProfile(**values)
+    db.session.add(bed)
+    db.session.flush()
+    return bed
+
+
+def make_referral(patient: Patient, to_department: Department, **kw) -> HospitalReferral:
+    n = _n()
+    values = dict(
+        source_id=f"ref-{n}", mo_id=patient.mo_id, patient_id=patient.id, number=1000 + n, kind="planned",
+        auto_created=False, payment="oms", issued_on=date.today() - timedelta(days=2),
+        planned_on=date.today() + timedelta(days=5), to_mo_id=to_department.mo_id, to_department_id=to_department.id,
+        diagnosis="O24.4", diagnosis_text="Сахарный диабет, развившийся во время беременности",
+    )
+    values.update(kw)
+    referral = HospitalReferral(**values)
+    db.session.add(referral)
+    db.session.flush()
+    return referral
+
+
+def make_movement(hospitalisation: Hospitalisation, **kw) -> HospitalMovement:
+    n = _n()
+    values = dict(
+        source_id=f"mov-{n}", hospitalisation_id=hospitalisation.id, mo_id=hospitalisation.mo_id,
+        department_id=hospitalisation.department_id, began_at=hospitalisation.admitted_at,
+    )
+    values.update(kw)
+    movement = HospitalMovement(**values)
+    db.session.add(movement)
+    db.session.flush()
+    return movement
+
+
+def make_dispensary(patient: Patient, **kw) -> DispensaryObservation:
+    n = _n()
+    values = dict(source_id=f"dn-{n}", mo_id=patient.mo_id, patient_id=patient.id, diagnosis="O24.4",
+                  began_on=date.today() - timedelta(days=30), visits_per_year=4, place="1")
+    values.update(kw)
+    observation = DispensaryObservation(**values)
+    db.session.add(observation)
+    db.session.flush()
+    return observation
+
+
 def make_staff(mo: Mo, **kw) -> Staff:
     n = _n()
     values = dict(
@@ -116,6 +186,7 @@ def make_hospitalisation(patient: Patient, department: Department, **kw) -> Hosp
     values = dict(
         source_id=f"hosp-{n}", patient_id=patient.id, mo_id=department.mo_id, department_id=department.id,
         admitted_at=datetime.now().replace(microsecond=0) - timedelta(days=3), payment="oms",
+        card_number=f"{n}", diagnosis="O24.4",
     )
     values.update(kw)
     hosp = Hospitalisation(**values)

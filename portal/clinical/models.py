@@ -17,14 +17,57 @@ from portal.models_base import TimestampMixin, utcnow
 # Department kinds (the source MIS's words); ТФОМС stage 1 and ВИМИС care conditions use them.
 DEPARTMENT_KINDS: dict[str, str] = {
     "round_the_clock": "Круглосуточный стационар",
-    "day_hospital": "Дневной стационар",
+    "day_hospital": "Дневной стационар при стационаре",
     "outpatient": "Поликлиника / женская консультация",
     "maternity": "Родильный дом (родильное отделение)",
     "admission": "Приёмное отделение",
+    "home_hospital": "Стационар на дому",
+    "polyclinic_day_hospital": "Дневной стационар при поликлинике",
     "perinatal_centre": "Перинатальный центр",
     "diagnostic": "Диагностическое отделение",
     "laboratory": "Лаборатория",
     "other": "Прочее",
+}
+
+# Kinds of a branch (подразделение) of an МО, the building departments belong to (ТФОМС stage 1).
+BRANCH_KINDS: dict[str, str] = {
+    "hospital": "Стационар",
+    "polyclinic": "Поликлиника",
+    "ambulance": "Подразделение СМП",
+    "other": "Прочее",
+}
+
+# Kinds of a referral for hospitalisation (направление): ТФОМС gets the planned and emergency ones.
+REFERRAL_KINDS: dict[str, str] = {
+    "planned": "На госпитализацию плановую",
+    "emergency": "На госпитализацию экстренную",
+    "consultation": "На консультацию",
+    "other": "Иное",
+}
+
+# Why a referral or a hospitalisation was cancelled (REASON 0..5 of the order-263 packets).
+CANCEL_REASONS: dict[str, str] = {
+    "0": "Иная причина",
+    "1": "Отказ пациента",
+    "2": "Отсутствие показаний",
+    "3": "Смерть пациента",
+    "4": "Отсутствие мест",
+    "5": "Ошибка оформления",
+}
+
+# Who cancelled (CANCEL_SOURSE 0..3).
+CANCEL_SOURCES: dict[str, str] = {
+    "0": "Направившая МО",
+    "1": "МО госпитализации",
+    "2": "Пациент",
+    "3": "СМО / ТФОМС",
+}
+
+# Outcome of a movement in hospital (MOTION_IN_HOSPITAL/OUTCOME).
+MOVEMENT_OUTCOMES: dict[str, str] = {
+    "1": "Улучшение / выздоровление",
+    "2": "Без перемен",
+    "3": "Ухудшение",
 }
 
 STAFF_CATEGORIES: dict[str, str] = {"doctor": "Врач", "nurse": "Средний медицинский персонал"}
@@ -68,6 +111,15 @@ SOCIAL_STATUSES: dict[str, str] = {
     "student": "Учащийся",
     "pensioner": "Пенсионер",
     "other": "Прочее",
+}
+
+# Why dispensary observation ended (DN_OUT/RESULT_OUT).
+DISPENSARY_END_RESULTS: dict[str, str] = {
+    "1": "Выздоровление",
+    "2": "Смена места жительства",
+    "3": "Смерть",
+    "4": "Перевод под наблюдение другого врача",
+    "5": "Иная причина",
 }
 
 CARE_CONDITIONS: dict[str, str] = {
@@ -189,6 +241,30 @@ class Insurer(TimestampMixin, db.Model):
         return self.name
 
 
+class Branch(TimestampMixin, db.Model):
+    """A branch (подразделение) of an МО: a building with departments (ТФОМС BRANCH)."""
+
+    __tablename__ = "branch"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    source_id: Mapped[str] = mapped_column(String(64), unique=True)
+    mo_id: Mapped[int] = mapped_column(ForeignKey("mo.id"), index=True)
+    code: Mapped[str] = mapped_column(String(3))  # three-digit building code inside the МО
+    name: Mapped[str] = mapped_column(String(300))
+    kind: Mapped[str] = mapped_column(String(16))  # BRANCH_KINDS
+    for_children: Mapped[bool | None] = mapped_column(Boolean)  # None: общее, True: детское, False: взрослое
+    address: Mapped[str | None] = mapped_column(Text)
+    phone: Mapped[str | None] = mapped_column(String(40))
+    opened_on: Mapped[date | None] = mapped_column(Date)
+    closed_on: Mapped[date | None] = mapped_column(Date)
+
+    mo: Mapped[Mo] = relationship()
+
+    @property
+    def kind_label(self) -> str:
+        return BRANCH_KINDS.get(self.kind, self.kind)
+
+
 class Department(TimestampMixin, db.Model):
     __tablename__ = "department"
 
@@ -199,8 +275,12 @@ class Department(TimestampMixin, db.Model):
     name: Mapped[str] = mapped_column(String(300))
     kind: Mapped[str] = mapped_column(String(32))
     beds: Mapped[int | None] = mapped_column(Integer)
+    branch_id: Mapped[int | None] = mapped_column(ForeignKey("branch.id"), index=True)
+    phone: Mapped[str | None] = mapped_column(String(40))
+    closed_on: Mapped[date | None] = mapped_column(Date)  # closed in the source MIS: ТФОМС gets a Delete
 
     mo: Mapped[Mo] = relationship(back_populates="departments")
+    branch: Mapped[Branch | None] = relationship()
 
     @property
     def kind_label(self) -> str:
@@ -311,11 +391,135 @@ class Hospitalisation(TimestampMixin, db.Model):
     discharged_at: Mapped[datetime | None] = mapped_column(DateTime)
     outcome: Mapped[str | None] = mapped_column(String(16))  # pregnancy outcome inside the stay
     payment: Mapped[str] = mapped_column(String(16), default="oms")
+    referral_id: Mapped[int | None] = mapped_column(ForeignKey("hospital_referral.id"), index=True)
+    emergency: Mapped[bool] = mapped_column(Boolean, default=False)  # форма помощи: экстренная / плановая
+    card_number: Mapped[str | None] = mapped_column(String(30))  # номер медицинской карты (КВС)
+    diagnosis: Mapped[str | None] = mapped_column(String(10))  # МКБ-10 on admission
+    diagnosis_text: Mapped[str | None] = mapped_column(String(300))
+    # «Исход пребывания в приёмном»: the patient was refused or refused (CANCEL_HOSPITALISATION).
+    refused_at: Mapped[datetime | None] = mapped_column(DateTime)
+    refusal_reason: Mapped[str | None] = mapped_column(String(2))  # CANCEL_REASONS
+    refusal_source: Mapped[str | None] = mapped_column(String(2))  # CANCEL_SOURCES
+    refusal_text: Mapped[str | None] = mapped_column(Text)
 
     patient: Mapped[Patient] = relationship()
     pregnancy: Mapped[Pregnancy | None] = relationship()
     mo: Mapped[Mo] = relationship()
     department: Mapped[Department | None] = relationship()
+    referral: Mapped[HospitalReferral | None] = relationship()
+
+
+class BedProfile(TimestampMixin, db.Model):
+    """A bed profile of a department (коечный фонд): counts and today's free beds (ТФОМС stage 1)."""
+
+    __tablename__ = "bed_profile"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    source_id: Mapped[str] = mapped_column(String(64), unique=True)
+    mo_id: Mapped[int] = mapped_column(ForeignKey("mo.id"), index=True)
+    department_id: Mapped[int] = mapped_column(ForeignKey("department.id"), index=True)
+    profile: Mapped[int] = mapped_column(Integer)  # V020 bed profile
+    care_profile: Mapped[int] = mapped_column(Integer)  # V002 medical care profile (STRUCTURE_BED)
+    children: Mapped[bool] = mapped_column(Boolean, default=False)
+    beds: Mapped[int] = mapped_column(Integer, default=0)
+    beds_male: Mapped[int] = mapped_column(Integer, default=0)
+    beds_female: Mapped[int] = mapped_column(Integer, default=0)
+    beds_repair: Mapped[int] = mapped_column(Integer, default=0)
+    planned_beds: Mapped[int] = mapped_column(Integer, default=0)
+    valid_from: Mapped[date | None] = mapped_column(Date)
+    valid_to: Mapped[date | None] = mapped_column(Date)
+    # Today's occupancy, refreshed by the source MIS (FREE_BEDS_INFORMATION).
+    actual_on: Mapped[date | None] = mapped_column(Date)
+    occupied: Mapped[int] = mapped_column(Integer, default=0)
+    admitted_today: Mapped[int] = mapped_column(Integer, default=0)
+    discharged_today: Mapped[int] = mapped_column(Integer, default=0)
+    planned_today: Mapped[int] = mapped_column(Integer, default=0)
+    free: Mapped[int] = mapped_column(Integer, default=0)
+    free_adult: Mapped[int] = mapped_column(Integer, default=0)
+    free_child: Mapped[int] = mapped_column(Integer, default=0)
+
+    department: Mapped[Department] = relationship()
+    mo: Mapped[Mo] = relationship()
+
+
+class HospitalReferral(TimestampMixin, db.Model):
+    """A referral for hospitalisation (направление) written in the source MIS."""
+
+    __tablename__ = "hospital_referral"
+    __table_args__ = (Index("ix_hospital_referral_mo_issued", "mo_id", "issued_on"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    source_id: Mapped[str] = mapped_column(String(64), unique=True)
+    mo_id: Mapped[int] = mapped_column(ForeignKey("mo.id"))  # the referring МО
+    patient_id: Mapped[int] = mapped_column(ForeignKey("patient.id"), index=True)
+    pregnancy_id: Mapped[int | None] = mapped_column(ForeignKey("pregnancy.id"))
+    branch_id: Mapped[int | None] = mapped_column(ForeignKey("branch.id"))  # referring branch
+    doctor_id: Mapped[int | None] = mapped_column(ForeignKey("staff.id"))
+    number: Mapped[int] = mapped_column(Integer)
+    kind: Mapped[str] = mapped_column(String(16))  # REFERRAL_KINDS
+    auto_created: Mapped[bool] = mapped_column(Boolean, default=False)  # «Автоматически созданное»
+    payment: Mapped[str] = mapped_column(String(16), default="oms")
+    issued_on: Mapped[date] = mapped_column(Date)
+    planned_on: Mapped[date | None] = mapped_column(Date)  # planned hospitalisation date
+    to_mo_id: Mapped[int] = mapped_column(ForeignKey("mo.id"))
+    to_department_id: Mapped[int | None] = mapped_column(ForeignKey("department.id"))
+    bed_profile_id: Mapped[int | None] = mapped_column(ForeignKey("bed_profile.id"))
+    diagnosis: Mapped[str] = mapped_column(String(10))  # МКБ-10
+    diagnosis_text: Mapped[str | None] = mapped_column(String(300))
+    cancelled_on: Mapped[date | None] = mapped_column(Date)
+    cancel_reason: Mapped[str | None] = mapped_column(String(2))  # CANCEL_REASONS
+    cancel_source: Mapped[str | None] = mapped_column(String(2))  # CANCEL_SOURCES
+    cancel_text: Mapped[str | None] = mapped_column(Text)
+
+    patient: Mapped[Patient] = relationship()
+    mo: Mapped[Mo] = relationship(foreign_keys=[mo_id])
+    to_mo: Mapped[Mo] = relationship(foreign_keys=[to_mo_id])
+    to_department: Mapped[Department | None] = relationship(foreign_keys=[to_department_id])
+    branch: Mapped[Branch | None] = relationship()
+    doctor: Mapped[Staff | None] = relationship()
+    bed_profile: Mapped[BedProfile | None] = relationship()
+
+
+class HospitalMovement(TimestampMixin, db.Model):
+    """A movement of a hospitalised patient (движение): a stay in one department and bed profile."""
+
+    __tablename__ = "hospital_movement"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    source_id: Mapped[str] = mapped_column(String(64), unique=True)
+    hospitalisation_id: Mapped[int] = mapped_column(ForeignKey("hospitalisation.id"), index=True)
+    mo_id: Mapped[int] = mapped_column(ForeignKey("mo.id"), index=True)
+    department_id: Mapped[int] = mapped_column(ForeignKey("department.id"))
+    bed_profile_id: Mapped[int | None] = mapped_column(ForeignKey("bed_profile.id"))
+    began_at: Mapped[datetime] = mapped_column(DateTime)
+    ended_at: Mapped[datetime | None] = mapped_column(DateTime)
+    outcome: Mapped[str | None] = mapped_column(String(1))  # MOVEMENT_OUTCOMES
+
+    hospitalisation: Mapped[Hospitalisation] = relationship()
+    department: Mapped[Department] = relationship()
+    bed_profile: Mapped[BedProfile | None] = relationship()
+
+
+class DispensaryObservation(TimestampMixin, db.Model):
+    """Dispensary observation (диспансерное наблюдение) of a patient for one diagnosis."""
+
+    __tablename__ = "dispensary_observation"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    source_id: Mapped[str] = mapped_column(String(64), unique=True)
+    mo_id: Mapped[int] = mapped_column(ForeignKey("mo.id"), index=True)
+    patient_id: Mapped[int] = mapped_column(ForeignKey("patient.id"), index=True)
+    doctor_id: Mapped[int | None] = mapped_column(ForeignKey("staff.id"))
+    diagnosis: Mapped[str] = mapped_column(String(10))  # МКБ-10
+    began_on: Mapped[date] = mapped_column(Date)
+    visits_per_year: Mapped[int] = mapped_column(Integer, default=1)  # KRAT 1..12
+    place: Mapped[str] = mapped_column(String(1), default="1")  # DN_PLACE: 1 МО, 2 на дому
+    ended_on: Mapped[date | None] = mapped_column(Date)
+    end_result: Mapped[str | None] = mapped_column(String(2))  # DISPENSARY_END_RESULTS
+
+    patient: Mapped[Patient] = relationship()
+    mo: Mapped[Mo] = relationship()
+    doctor: Mapped[Staff | None] = relationship()
 
 
 class ClinicalEvent(TimestampMixin, db.Model):

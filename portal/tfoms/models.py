@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import date, datetime
 from typing import Any
 
-from sqlalchemy import JSON, Date, DateTime, ForeignKey, Index, Integer, LargeBinary, String, Text
+from sqlalchemy import JSON, Boolean, Date, DateTime, ForeignKey, Index, Integer, LargeBinary, String, Text
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from portal.clinical.models import Mo, Patient, PlanPerson
@@ -133,3 +133,110 @@ class PlanExportRecord(db.Model):
     plan_person_id: Mapped[int] = mapped_column(ForeignKey("plan_person.id"), index=True)
 
     plan_person: Mapped[PlanPerson] = relationship()
+
+
+# Statuses of a packet exchanged over RabbitMQ (T-7, seed 4.4.5.3.1.1).
+PACKET_QUEUED = "queued"  # waits to be built and sent (or for its parent to be accepted)
+PACKET_BUILD_ERROR = "build_error"
+PACKET_BUILT = "built"
+PACKET_SENT = "sent"
+PACKET_SEND_ERROR = "send_error"
+PACKET_ACCEPTED = "accepted"
+PACKET_REJECTED = "rejected"
+PACKET_RECEIVED = "received"
+PACKET_PROCESSED = "processed"
+PACKET_REFUSED = "refused"
+PACKET_STATUSES: dict[str, str] = {
+    PACKET_QUEUED: "Ожидает отправки",
+    PACKET_BUILD_ERROR: "Ошибка формирования",
+    PACKET_BUILT: "Сформирован",
+    PACKET_SENT: "Отправлен",
+    PACKET_SEND_ERROR: "Ошибка отправки",
+    PACKET_ACCEPTED: "Принят ТФОМС",
+    PACKET_REJECTED: "Отклонен ТФОМС",
+    PACKET_RECEIVED: "Получен от ТФОМС",
+    PACKET_PROCESSED: "Обработан",
+    PACKET_REFUSED: "Отклонен",
+}
+# Statuses after which a run of the service sends the packet again, rebuilt from fresh data,
+# unless «Не отправлять повторно» is set.
+PACKET_RESEND_STATUSES = (PACKET_BUILD_ERROR, PACKET_REJECTED)
+
+OUTGOING, INCOMING = "out", "in"
+OPERATIONS = ("Insert", "Update", "Delete")
+
+
+class TfomsPacket(db.Model):
+    """One packet over RabbitMQ, to ТФОМС or from it, with its status, data and answer (T-7).
+
+    An outgoing packet is delivered by a work item of its channel; `after_id` names the packet
+    ТФОМС must accept first (an INSERT's parent, a DELETE's child), and until then the packet
+    has no work item. `data` and `answer` are the packet's and the answer's «Тег: Данные» as JSON
+    with the seed's answer flag.
+    """
+
+    __tablename__ = "tfoms_packet"
+    __table_args__ = (
+        Index("ix_tfoms_packet_mo_created", "mo_id", "created_at", "id"),
+        Index("ix_tfoms_packet_created", "created_at", "id"),
+        Index("ix_tfoms_packet_object", "object_type", "object_id", "id"),
+        Index("ix_tfoms_packet_after", "after_id"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    channel: Mapped[str] = mapped_column(String(32))  # the service whose packet it is
+    direction: Mapped[str] = mapped_column(String(3), default=OUTGOING)
+    mo_id: Mapped[int | None] = mapped_column(ForeignKey("mo.id"))
+    packet_type: Mapped[str] = mapped_column(String(40))  # HOSPITALISATION, ATTACH_DATA, POLIS, ANSWER …
+    operation: Mapped[str | None] = mapped_column(String(6))  # Insert / Update / Delete
+    object_type: Mapped[str | None] = mapped_column(String(32))  # the row it carries: "hospitalisation" …
+    object_id: Mapped[int | None] = mapped_column(Integer)
+    message_id: Mapped[str] = mapped_column(String(64), unique=True)  # AMQP message_id, the packet's GUID
+    after_id: Mapped[int | None] = mapped_column(ForeignKey("tfoms_packet.id"))
+    reply_to_id: Mapped[int | None] = mapped_column(ForeignKey("tfoms_packet.id"))  # our answer's packet
+    status: Mapped[str] = mapped_column(String(16), default=PACKET_QUEUED)  # PACKET_STATUSES
+    status_text: Mapped[str | None] = mapped_column(Text)
+    status_at: Mapped[datetime | None] = mapped_column(DateTime)
+    data: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    answer: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    xml: Mapped[str | None] = mapped_column(Text)  # the packet as sent or received
+    answer_xml: Mapped[str | None] = mapped_column(Text)
+    no_resend: Mapped[bool] = mapped_column(Boolean, default=False)  # «Не отправлять повторно»
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    sent_at: Mapped[datetime | None] = mapped_column(DateTime)
+    answered_at: Mapped[datetime | None] = mapped_column(DateTime)
+    user_id: Mapped[int | None] = mapped_column(ForeignKey("user_account.id"))
+
+    mo: Mapped[Mo | None] = relationship()
+
+    @property
+    def status_label(self) -> str:
+        return PACKET_STATUSES.get(self.status, self.status)
+
+
+class TfomsSync(db.Model):
+    """How far a selection of changes has got: rows changed after `selected_until` go next run."""
+
+    __tablename__ = "tfoms_sync"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    selected_until: Mapped[datetime] = mapped_column(DateTime)
+
+
+class QueueMessage(db.Model):
+    """A message of the broker-less transport: a queue kept in the portal's own database.
+
+    Used when no PORTAL_AMQP_URL is configured, so that a fresh machine runs the exchange with
+    ТФОМС's stand-in. A consumer leases a message (`locked_until`) and deletes it on ack; a
+    consumer that dies leaves the lease to expire and the message is delivered again.
+    """
+
+    __tablename__ = "tfoms_queue_message"
+    __table_args__ = (Index("ix_tfoms_queue_message_queue", "queue", "id"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    queue: Mapped[str] = mapped_column(String(120))
+    body: Mapped[bytes] = mapped_column(LargeBinary)
+    properties: Mapped[dict[str, Any]] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    locked_until: Mapped[datetime | None] = mapped_column(DateTime)
