@@ -701,7 +701,7 @@ def _mo_of_name(stem: str) -> int | None:
 
 
 @dataclass
-class _Policy:
+class Policy:
     id: int | None  # PatientPolicy.id; None: the patient's current policy columns
     kind: str | None
     series: str | None
@@ -727,6 +727,76 @@ class _Policy:
 
 def _overlap(b1: date | None, e1: date | None, b2: date | None, e2: date | None) -> bool:
     return (b1 or date.min) <= (e2 or date.max) and (b2 or date.min) <= (e1 or date.max)
+
+
+def existing_policies(patient_ids: list[int]) -> dict[int, list[Policy]]:
+    """Every policy known for the patients: the policy history and the current policy columns."""
+    existing: dict[int, list[Policy]] = {}
+    pp, p = PatientPolicy, Patient
+    for chunk in chunks(patient_ids, CHUNK):
+        for row in db.session.execute(
+            select(
+                pp.id,
+                pp.patient_id,
+                pp.kind,
+                pp.series,
+                pp.number,
+                pp.enp,
+                pp.insurer_code,
+                pp.begin_on,
+                pp.end_on,
+            ).where(pp.patient_id.in_(chunk))
+        ):
+            existing.setdefault(row.patient_id, []).append(
+                Policy(
+                    row.id,
+                    row.kind,
+                    row.series,
+                    row.number,
+                    row.enp,
+                    row.insurer_code,
+                    row.begin_on,
+                    row.end_on,
+                )
+            )
+        for row in db.session.execute(
+            select(
+                p.id,
+                p.policy_kind,
+                p.policy_series,
+                p.policy_number,
+                p.enp,
+                p.insurer_code,
+                p.policy_begin,
+                p.policy_end,
+            ).where(p.id.in_(chunk), or_(p.policy_begin.is_not(None), p.policy_end.is_not(None)))
+        ):
+            existing.setdefault(row.id, []).append(
+                Policy(
+                    None,
+                    row.policy_kind,
+                    row.policy_series,
+                    row.policy_number,
+                    row.enp,
+                    row.insurer_code,
+                    row.policy_begin,
+                    row.policy_end,
+                )
+            )
+    return existing
+
+
+def match_policy(olds: Iterable[Policy], new: Policy) -> tuple[Policy | None, Policy | None]:
+    """(the same policy already saved, a different one whose period overlaps the new one's)."""
+    same: Policy | None = None
+    for old in olds:
+        if old.insurer_code == new.insurer_code and (old.numbers() & new.numbers()):
+            if old.id is not None and same is None:
+                same = old
+            continue
+        if _overlap(new.begin, new.end, old.begin, old.end):
+            return same, old
+    return same, None
 
 
 def process_answer(
@@ -928,58 +998,7 @@ def _apply(package: IdentPackage, matched: list[_Matched]) -> AnswerResult:
         if ogrn:
             insurers_by_ogrn[ogrn.strip()] = code
     to_check = sorted({m.patient_id for m in matched if not _text(m.answer[0])})
-    existing: dict[int, list[_Policy]] = {}
-    pp, p = PatientPolicy, Patient
-    for chunk in chunks(to_check, CHUNK):
-        for row in db.session.execute(
-            select(
-                pp.id,
-                pp.patient_id,
-                pp.kind,
-                pp.series,
-                pp.number,
-                pp.enp,
-                pp.insurer_code,
-                pp.begin_on,
-                pp.end_on,
-            ).where(pp.patient_id.in_(chunk))
-        ):
-            existing.setdefault(row.patient_id, []).append(
-                _Policy(
-                    row.id,
-                    row.kind,
-                    row.series,
-                    row.number,
-                    row.enp,
-                    row.insurer_code,
-                    row.begin_on,
-                    row.end_on,
-                )
-            )
-        for row in db.session.execute(
-            select(
-                p.id,
-                p.policy_kind,
-                p.policy_series,
-                p.policy_number,
-                p.enp,
-                p.insurer_code,
-                p.policy_begin,
-                p.policy_end,
-            ).where(p.id.in_(chunk), or_(p.policy_begin.is_not(None), p.policy_end.is_not(None)))
-        ):
-            existing.setdefault(row.id, []).append(
-                _Policy(
-                    None,
-                    row.policy_kind,
-                    row.policy_series,
-                    row.policy_number,
-                    row.enp,
-                    row.insurer_code,
-                    row.policy_begin,
-                    row.policy_end,
-                )
-            )
+    existing = existing_policies(to_check)
 
     result = AnswerResult(True, "", package.id)
     record_rows: list[dict[str, Any]] = []
@@ -1021,17 +1040,8 @@ def _apply(package: IdentPackage, matched: list[_Matched]) -> AnswerResult:
         if not number:
             fail(m, errors, "В ответе нет номера полиса (RNPOL, RENP). Полис не сохранён.")
             continue
-        new = _Policy(None, kind, _text(rspol), number, enp, insurer, rdbeg, rdend)
-        same: _Policy | None = None
-        conflict: _Policy | None = None
-        for old in existing.get(m.patient_id, ()):
-            if old.insurer_code == insurer and (old.numbers() & new.numbers()):
-                if old.id is not None and same is None:
-                    same = old
-                continue
-            if _overlap(new.begin, new.end, old.begin, old.end):
-                conflict = old
-                break
+        new = Policy(None, kind, _text(rspol), number, enp, insurer, rdbeg, rdend)
+        same, conflict = match_policy(existing.get(m.patient_id, ()), new)
         if conflict is not None:
             fail(
                 m,
