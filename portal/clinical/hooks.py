@@ -17,8 +17,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 RECORD_TYPES = (
-    "mo", "insurer", "department", "staff", "patient", "attachment", "pregnancy", "hospitalisation", "event",
-    "plan", "plan_person",
+    "mo", "insurer", "branch", "department", "bed_profile", "staff", "patient", "attachment", "pregnancy",
+    "referral", "hospitalisation", "movement", "dispensary", "event", "plan", "plan_person",
 )
 
 

@@ -26,22 +26,33 @@ from portal.clinical.hooks import StoredRecord
 from portal.clinical.models import (
     ATTACHMENT_KINDS,
     ATTACHMENT_METHODS,
+    BRANCH_KINDS,
+    CANCEL_REASONS,
+    CANCEL_SOURCES,
     CARE_CONDITIONS,
     DEPARTMENT_KINDS,
+    DISPENSARY_END_RESULTS,
     DOCUMENT_KINDS,
     EVENT_KINDS,
     KAS_STATUSES,
+    MOVEMENT_OUTCOMES,
     OUTCOME_KINDS,
     PAYMENT_KINDS,
     PLAN_KINDS,
     POLICY_KINDS,
+    REFERRAL_KINDS,
     SEXES,
     SOCIAL_STATUSES,
     STAFF_CATEGORIES,
     Attachment,
+    BedProfile,
+    Branch,
     ClinicalEvent,
     Department,
+    DispensaryObservation,
     Hospitalisation,
+    HospitalMovement,
+    HospitalReferral,
     Insurer,
     Mo,
     Patient,
@@ -54,6 +65,8 @@ from portal.extensions import db
 from portal.models_base import chunks, utcnow
 
 REQUIRED = "Не указано обязательное поле «{label}»"
+# Where dispensary observation takes place (DN_PLACE of the ТФОМС packet); the models keep the code only.
+DISPENSARY_PLACES: dict[str, str] = {"1": "В медицинской организации", "2": "На дому"}
 T = TypeVar("T")
 IN_CHUNK = 500  # source ids per IN (...) query: well under SQLite's and PostgreSQL's parameter limits
 
@@ -279,6 +292,27 @@ class DateTimeField(Field):
         return {"format": "date-time", "example": "2026-11-20T10:00:00"}
 
 
+_MKB10 = re.compile(r"^[A-Z]\d{2}(\.\d{1,2})?$")
+
+
+class Diagnosis(Field):
+    """An МКБ-10 code (O24.4, Z34.0). A Cyrillic letter that looks Latin is refused, not guessed:
+    ТФОМС and ВИМИС reject it, and the source MIS must fix its own reference data."""
+
+    def parse(self, value: Any, path: str) -> str:
+        text = _string(value, path, self.label).strip()
+        if not _MKB10.match(text):
+            raise Refusal(
+                path,
+                f"«{self.label}»: ожидается код МКБ-10 вида O24.4 (латинская буква, две цифры, "
+                f"подрубрика через точку), получено «{text}»",
+            )
+        return text
+
+    def extra_schema(self) -> dict[str, Any]:
+        return {"pattern": _MKB10.pattern, "example": "O24.4"}
+
+
 class Int(Field):
     openapi_type = "integer"
 
@@ -386,12 +420,19 @@ class RecordType:
     # Columns other records check against (department → its МО; pregnancy → its patient).
     exposed: tuple[str, ...] = ()
     description: str = ""
+    # References whose row must belong to the record's own МО (its `mo_id`).
+    same_mo: tuple[str, ...] = ()
+    # Columns taken from a referenced row, not sent: (column, reference, exposed column of its row);
+    # a bed profile's МО is its department's, a movement's МО its hospitalisation's.
+    derived: tuple[tuple[str, str, str], ...] = ()
 
     def __post_init__(self) -> None:
         for f in self.fields:
             f.bind(self.model)
         self.refs = [f for f in self.fields if isinstance(f, Ref)]
+        self.ref_targets = {f.name: f.target for f in self.refs}
         self.columns = [c for f in self.fields for c in ([g.column for g in f.fields] if isinstance(f, Nested) else [f.column])]
+        self.columns += [column for column, _ref, _exposed in self.derived]
 
     def parse(self, record: dict[str, Any]) -> tuple[dict[str, Any], dict[str, str]]:
         """Column values and references (field → source id) of one record, or a Refusal."""
@@ -407,6 +448,8 @@ class RecordType:
                 values[f.column] = None
             else:
                 values[f.column] = f.read(record, f.name)
+        for column, _ref, _exposed in self.derived:
+            values[column] = None
         return values, refs
 
 
@@ -437,15 +480,72 @@ _TYPE_LIST = [
         noun="СМО", found="найдена", refused="отклонена",
     ),
     RecordType(
+        "branch", "Подразделение (здание) МО", Branch,
+        [
+            Ref("mo", "МО", "mo", required=True),
+            Digits("code", "Код подразделения", (3,), required=True,
+                   description="Трёхзначный код здания внутри МО (BRANCH ТФОМС: код МО по F003 + этот код)"),
+            Text("name", "Наименование подразделения", required=True),
+            Choice("kind", "Вид подразделения", BRANCH_KINDS, required=True),
+            Bool("for_children", "Детское подразделение", description="true — детское, false — взрослое, null — общее"),
+            Text("address", "Адрес подразделения"),
+            Text("phone", "Телефон подразделения"),
+            DateField("opened_on", "Дата открытия"),
+            DateField("closed_on", "Дата закрытия", description="null — подразделение действует"),
+        ],
+        noun="Подразделение", found="найдено", refused="отклонено", exposed=("mo_id",),
+    ),
+    RecordType(
         "department", "Отделение", Department,
         [
             Ref("mo", "МО", "mo", required=True),
+            Ref("branch", "Подразделение (здание)", "branch", description="Подразделение той же МО"),
             Text("code", "Код подразделения", description="Код подразделения в МО (файл прикрепления ТФОМС)"),
             Text("name", "Наименование отделения", required=True),
             Choice("kind", "Вид отделения", DEPARTMENT_KINDS, required=True),
             Int("beds", "Количество коек", minimum=0, maximum=100_000),
+            Text("phone", "Телефон отделения"),
+            DateField("closed_on", "Дата закрытия отделения",
+                      description="null — отделение действует; закрытое удаляется из справочника ТФОМС"),
         ],
-        noun="Отделение", found="найдено", refused="отклонено", exposed=("mo_id",),
+        noun="Отделение", found="найдено", refused="отклонено", exposed=("mo_id",), same_mo=("branch",),
+    ),
+    RecordType(
+        "bed_profile", "Профиль коек отделения (коечный фонд)", BedProfile,
+        [
+            Ref("department", "Отделение", "department", required=True,
+                description="МО профиля — МО этого отделения"),
+            Int("profile", "Профиль койки по V020", minimum=1, maximum=999, required=True, example=3),
+            Int("care_profile", "Профиль медицинской помощи по V002", minimum=1, maximum=999, required=True,
+                example=136),
+            Bool("children", "Детские койки", default=False),
+            *(
+                Int(name, label, minimum=0, maximum=100_000, default=0)
+                for name, label in (
+                    ("beds", "Количество коек"),
+                    ("beds_male", "Коек для мужчин"),
+                    ("beds_female", "Коек для женщин"),
+                    ("beds_repair", "Коек на ремонте"),
+                    ("planned_beds", "Плановое количество коек"),
+                )
+            ),
+            DateField("valid_from", "Действует с"),
+            DateField("valid_to", "Действует по", description="null — без срока"),
+            DateField("actual_on", "Дата сведений о занятости коек", description="Сведения о свободных местах на эту дату"),
+            *(
+                Int(name, label, minimum=0, maximum=100_000, default=0)
+                for name, label in (
+                    ("occupied", "Занято коек"),
+                    ("admitted_today", "Поступило за день"),
+                    ("discharged_today", "Выбыло за день"),
+                    ("planned_today", "Плановых госпитализаций на день"),
+                    ("free", "Свободных коек"),
+                    ("free_adult", "Свободных коек для взрослых"),
+                    ("free_child", "Свободных коек для детей"),
+                )
+            ),
+        ],
+        noun="Профиль коек", exposed=("mo_id", "department_id"), derived=(("mo_id", "department", "mo_id"),),
     ),
     RecordType(
         "staff", "Медицинский работник", Staff,
@@ -458,7 +558,7 @@ _TYPE_LIST = [
             Text("position", "Должность"),
             Choice("category", "Категория медработника", STAFF_CATEGORIES, default="doctor"),
         ],
-        noun="Медицинский работник",
+        noun="Медицинский работник", exposed=("mo_id",),
     ),
     RecordType(
         "patient", "Пациент", Patient,
@@ -513,7 +613,7 @@ _TYPE_LIST = [
             DateField("attached_on", "Дата прикрепления", required=True),
             DateField("detached_on", "Дата открепления", description="null — прикрепление действует"),
         ],
-        noun="Прикрепление", found="найдено", refused="отклонено",
+        noun="Прикрепление", found="найдено", refused="отклонено", same_mo=("department",),
     ),
     RecordType(
         "pregnancy", "Беременность", Pregnancy,
@@ -530,18 +630,101 @@ _TYPE_LIST = [
         noun="Беременность", found="найдена", refused="отклонена", exposed=("patient_id",),
     ),
     RecordType(
+        "referral", "Направление на госпитализацию", HospitalReferral,
+        [
+            Ref("mo", "Направившая МО", "mo", required=True),
+            Ref("patient", "Пациент", "patient", required=True),
+            Ref("pregnancy", "Беременность", "pregnancy"),
+            Ref("branch", "Подразделение направившей МО", "branch", description="Подразделение той же МО"),
+            Ref("doctor", "Направивший врач", "staff", description="id записи staff той же МО"),
+            Int("number", "Номер направления", minimum=1, maximum=2_147_483_647, required=True),
+            Choice("kind", "Вид направления", REFERRAL_KINDS, required=True),
+            Bool("auto_created", "Создано автоматически", default=False,
+                 description="Автоматически созданные направления в ТФОМС не передаются"),
+            Choice("payment", "Источник оплаты", PAYMENT_KINDS, default="oms"),
+            DateField("issued_on", "Дата направления", required=True),
+            DateField("planned_on", "Плановая дата госпитализации"),
+            Ref("to_mo", "МО госпитализации", "mo", required=True),
+            Ref("to_department", "Отделение госпитализации", "department", description="Отделение МО госпитализации"),
+            Ref("bed_profile", "Профиль коек", "bed_profile",
+                description="Профиль коек отделения госпитализации (или МО госпитализации)"),
+            Diagnosis("diagnosis", "Диагноз направления (МКБ-10)", required=True),
+            Text("diagnosis_text", "Диагноз направления (текст)"),
+            Nested(
+                "cancel", "Отмена направления",
+                [
+                    DateField("on", "Дата отмены направления", column="cancelled_on"),
+                    Choice("reason", "Причина отмены направления", CANCEL_REASONS, column="cancel_reason"),
+                    Choice("source", "Кто отменил направление", CANCEL_SOURCES, column="cancel_source"),
+                    Text("text", "Комментарий к отмене", column="cancel_text"),
+                ],
+                description="null — направление действует; при отмене обязательны on, reason и source",
+            ),
+        ],
+        noun="Направление", found="найдено", refused="отклонено", exposed=("patient_id", "to_mo_id"),
+        same_mo=("branch", "doctor"),
+    ),
+    RecordType(
         "hospitalisation", "Госпитализация", Hospitalisation,
         [
             Ref("patient", "Пациент", "patient", required=True),
             Ref("pregnancy", "Беременность", "pregnancy"),
             Ref("mo", "МО", "mo", required=True),
             Ref("department", "Отделение", "department", description="Отделение той же МО"),
+            Ref("referral", "Направление на госпитализацию", "referral",
+                description="Направление того же пациента в эту МО; null — без направления"),
             DateTimeField("admitted_at", "Дата и время поступления", required=True),
             DateTimeField("discharged_at", "Дата и время выписки"),
             Choice("outcome", "Исход беременности в этой госпитализации", OUTCOME_KINDS),
             Choice("payment", "Источник оплаты", PAYMENT_KINDS, default="oms"),
+            Bool("emergency", "Экстренная госпитализация", default=False,
+                 description="Форма оказания помощи: true — экстренная, false — плановая"),
+            Text("card_number", "Номер медицинской карты стационарного больного"),
+            Diagnosis("diagnosis", "Диагноз при поступлении (МКБ-10)"),
+            Text("diagnosis_text", "Диагноз при поступлении (текст)"),
+            Nested(
+                "refusal", "Отказ в госпитализации (исход пребывания в приёмном отделении)",
+                [
+                    DateTimeField("at", "Дата и время отказа", column="refused_at"),
+                    Choice("reason", "Причина отказа", CANCEL_REASONS, column="refusal_reason"),
+                    Choice("source", "Кто отказался", CANCEL_SOURCES, column="refusal_source"),
+                    Text("text", "Комментарий к отказу", column="refusal_text"),
+                ],
+                description="null — пациент госпитализирован; при отказе обязательны at, reason и source",
+            ),
         ],
-        noun="Госпитализация", found="найдена", refused="отклонена", exposed=("patient_id",),
+        noun="Госпитализация", found="найдена", refused="отклонена", exposed=("patient_id", "mo_id"),
+        same_mo=("department",),
+    ),
+    RecordType(
+        "movement", "Движение в стационаре", HospitalMovement,
+        [
+            Ref("hospitalisation", "Госпитализация", "hospitalisation", required=True,
+                description="МО движения — МО этой госпитализации"),
+            Ref("department", "Отделение", "department", required=True, description="Отделение МО госпитализации"),
+            Ref("bed_profile", "Профиль коек", "bed_profile", description="Профиль коек этого отделения"),
+            DateTimeField("began_at", "Дата и время поступления в отделение", required=True),
+            DateTimeField("ended_at", "Дата и время выбытия из отделения", description="null — пациент в отделении"),
+            Choice("outcome", "Исход движения", MOVEMENT_OUTCOMES, description="Для завершённого движения"),
+        ],
+        noun="Движение", found="найдено", refused="отклонено",
+        derived=(("mo_id", "hospitalisation", "mo_id"),), same_mo=("department",),
+    ),
+    RecordType(
+        "dispensary", "Диспансерное наблюдение", DispensaryObservation,
+        [
+            Ref("patient", "Пациент", "patient", required=True),
+            Ref("mo", "МО наблюдения", "mo", required=True),
+            Ref("doctor", "Врач, осуществляющий наблюдение", "staff", description="id записи staff той же МО"),
+            Diagnosis("diagnosis", "Диагноз наблюдения (МКБ-10)", required=True),
+            DateField("began_on", "Дата начала наблюдения", required=True),
+            Int("visits_per_year", "Кратность явок в год", minimum=1, maximum=12, default=1),
+            Choice("place", "Место наблюдения", DISPENSARY_PLACES, default="1"),
+            DateField("ended_on", "Дата прекращения наблюдения", description="null — наблюдение продолжается"),
+            Choice("end_result", "Причина прекращения наблюдения", DISPENSARY_END_RESULTS,
+                   description="Обязательна, если указана дата прекращения"),
+        ],
+        noun="Диспансерное наблюдение", found="найдено", refused="отклонено", same_mo=("doctor",),
     ),
     RecordType(
         "event", "Клиническое событие", ClinicalEvent,
@@ -559,7 +742,7 @@ _TYPE_LIST = [
             JsonObject("data", "Структурированные клинические данные", default=dict,
                        description="Для kas_notice обязательно data.kas_status: " + ", ".join(KAS_STATUSES)),
         ],
-        noun="Событие", found="найдено", refused="отклонено",
+        noun="Событие", found="найдено", refused="отклонено", same_mo=("department",),
     ),
     RecordType(
         "plan", "План диспансеризации или профилактических осмотров", ProphylacticPlan,
@@ -604,6 +787,52 @@ def _check_pregnancy(values: dict[str, Any], refs: dict[str, str]) -> None:
 def _check_hospitalisation(values: dict[str, Any], refs: dict[str, str]) -> None:
     if values["discharged_at"] and values["discharged_at"] < values["admitted_at"]:
         raise Refusal("discharged_at", "Дата выписки раньше даты поступления")
+    if any(values[c] is not None for c in ("refused_at", "refusal_reason", "refusal_source", "refusal_text")):
+        for name, column, label in (("at", "refused_at", "Дата и время отказа"), ("reason", "refusal_reason", "Причина отказа"),
+                                    ("source", "refusal_source", "Кто отказался")):
+            if values[column] is None:
+                raise Refusal(f"refusal.{name}", f"Для отказа в госпитализации укажите «{label}» (refusal.{name})")
+        if values["refused_at"] < values["admitted_at"]:
+            raise Refusal("refusal.at", "Дата отказа в госпитализации раньше даты поступления")
+
+
+def _check_branch(values: dict[str, Any], refs: dict[str, str]) -> None:
+    if values["opened_on"] and values["closed_on"] and values["closed_on"] < values["opened_on"]:
+        raise Refusal("closed_on", "Дата закрытия подразделения раньше даты открытия")
+
+
+def _check_bed_profile(values: dict[str, Any], refs: dict[str, str]) -> None:
+    if values["valid_from"] and values["valid_to"] and values["valid_to"] < values["valid_from"]:
+        raise Refusal("valid_to", "Дата окончания действия профиля коек раньше даты начала")
+
+
+def _check_referral(values: dict[str, Any], refs: dict[str, str]) -> None:
+    if values["planned_on"] and values["planned_on"] < values["issued_on"]:
+        raise Refusal("planned_on", "Плановая дата госпитализации раньше даты направления")
+    if any(values[c] is not None for c in ("cancelled_on", "cancel_reason", "cancel_source", "cancel_text")):
+        for name, column, label in (("on", "cancelled_on", "Дата отмены направления"),
+                                    ("reason", "cancel_reason", "Причина отмены направления"),
+                                    ("source", "cancel_source", "Кто отменил направление")):
+            if values[column] is None:
+                raise Refusal(f"cancel.{name}", f"Для отмены направления укажите «{label}» (cancel.{name})")
+        if values["cancelled_on"] < values["issued_on"]:
+            raise Refusal("cancel.on", "Дата отмены направления раньше даты направления")
+
+
+def _check_movement(values: dict[str, Any], refs: dict[str, str]) -> None:
+    if values["ended_at"] and values["ended_at"] < values["began_at"]:
+        raise Refusal("ended_at", "Дата выбытия из отделения раньше даты поступления в него")
+    if values["outcome"] and not values["ended_at"]:
+        raise Refusal("ended_at", "Указан исход движения, но не указана дата выбытия «ended_at»")
+
+
+def _check_dispensary(values: dict[str, Any], refs: dict[str, str]) -> None:
+    if values["ended_on"] and not values["end_result"]:
+        raise Refusal("end_result", "Для прекращения наблюдения укажите причину «end_result»")
+    if values["end_result"] and not values["ended_on"]:
+        raise Refusal("ended_on", "Указана причина прекращения наблюдения, но не указана дата «ended_on»")
+    if values["ended_on"] and values["ended_on"] < values["began_on"]:
+        raise Refusal("ended_on", "Дата прекращения наблюдения раньше даты начала")
 
 
 def _check_attachment(values: dict[str, Any], refs: dict[str, str]) -> None:
@@ -630,10 +859,15 @@ def _check_event(values: dict[str, Any], refs: dict[str, str]) -> None:
 
 RECORD_CHECKS = {
     "mo": _check_mo,
+    "branch": _check_branch,
+    "bed_profile": _check_bed_profile,
     "patient": _check_patient,
     "attachment": _check_attachment,
     "pregnancy": _check_pregnancy,
+    "referral": _check_referral,
     "hospitalisation": _check_hospitalisation,
+    "movement": _check_movement,
+    "dispensary": _check_dispensary,
     "event": _check_event,
 }
 
@@ -712,13 +946,42 @@ def _source_id(record: dict[str, Any]) -> str:
     return text
 
 
+def _exposed(rtype: RecordType, rows: dict[str, tuple], ref_name: str, column: str) -> Any:
+    """An exposed column of a referenced row (rows hold the primary key, then the exposed columns)."""
+    return rows[ref_name][1 + RECORD_TYPES[rtype.ref_targets[ref_name]].exposed.index(column)]
+
+
 def _check_consistency(rtype: RecordType, values: dict[str, Any], rows: dict[str, tuple], refs: dict[str, str]) -> None:
-    """A referenced department belongs to the record's МО; pregnancy and stay belong to its patient."""
-    if "department" in rows and rows["department"][1] != values.get("mo_id"):
-        raise Refusal("department", f"Отделение {refs['department']} не относится к МО {refs['mo']}")
-    for name, noun in (("pregnancy", "Беременность"), ("hospitalisation", "Госпитализация")):
-        if name in rows and "patient_id" in values and rows[name][1] != values["patient_id"]:
+    """Referenced departments, branches and doctors belong to the record's МО; pregnancy, stay and
+    referral belong to its patient; a referral's department and bed profile to the МО it sends to."""
+    for name in rtype.same_mo:
+        if name in rows and _exposed(rtype, rows, name, "mo_id") != values["mo_id"]:
+            owner = f"МО {refs['mo']}" if "mo" in refs else f"МО госпитализации {refs['hospitalisation']}"
+            noun = RECORD_TYPES[rtype.ref_targets[name]].noun
+            raise Refusal(name, f"{noun} {refs[name]} не относится к {owner}")
+    for name, noun in (("pregnancy", "Беременность"), ("hospitalisation", "Госпитализация"), ("referral", "Направление")):
+        if name in rows and "patient_id" in values and _exposed(rtype, rows, name, "patient_id") != values["patient_id"]:
             raise Refusal(name, f"{noun} {refs[name]} относится к другому пациенту, не к {refs['patient']}")
+    if rtype.name == "referral":
+        if "to_department" in rows and _exposed(rtype, rows, "to_department", "mo_id") != values["to_mo_id"]:
+            raise Refusal("to_department", f"Отделение {refs['to_department']} не относится к МО {refs['to_mo']}")
+        if "bed_profile" in rows:
+            if _exposed(rtype, rows, "bed_profile", "mo_id") != values["to_mo_id"]:
+                raise Refusal("bed_profile", f"Профиль коек {refs['bed_profile']} не относится к МО {refs['to_mo']}")
+            if values["to_department_id"] is not None and (
+                _exposed(rtype, rows, "bed_profile", "department_id") != values["to_department_id"]
+            ):
+                raise Refusal(
+                    "bed_profile", f"Профиль коек {refs['bed_profile']} не относится к отделению {refs['to_department']}"
+                )
+    if rtype.name == "hospitalisation" and "referral" in rows:
+        if _exposed(rtype, rows, "referral", "to_mo_id") != values["mo_id"]:
+            raise Refusal("referral", f"Направление {refs['referral']} выдано в другую МО, не в {refs['mo']}")
+    if rtype.name == "movement" and "bed_profile" in rows:
+        if _exposed(rtype, rows, "bed_profile", "department_id") != values["department_id"]:
+            raise Refusal(
+                "bed_profile", f"Профиль коек {refs['bed_profile']} не относится к отделению {refs['department']}"
+            )
 
 
 def ingest_batch(records: list[dict]) -> IngestResult:
@@ -780,6 +1043,8 @@ def ingest_batch(records: list[dict]) -> IngestResult:
                         row = refs_index.resolve(ref, refs[ref.name])
                         rows[ref.name] = row
                         values[ref.column] = row[0]
+                for column, ref_name, exposed in rtype.derived:
+                    values[column] = _exposed(rtype, rows, ref_name, exposed)
                 _check_consistency(rtype, values, rows, refs)
             except Refusal as refusal:
                 results[index] = _refusal(type_name, source_id, refusal.field, refusal.message)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from jobs.scheduler import register_job
-from portal.tfoms import attachments, ident, plans
+from portal.tfoms import attachments, ident, packets, plans
 
 
 def select_and_package(mo_id: int | None = None) -> str:
@@ -19,7 +19,9 @@ def export_attachments(mo_id: int | None = None) -> str:
 
 
 def load_plan_answers(mo_id: int | None = None) -> str:
-    return plans.process_prof_inbox(mo_id=mo_id)
+    """The plan exchange: error answers to PROF files from the inbox, and the packets per person."""
+    files = plans.process_prof_inbox(mo_id=mo_id)
+    return f"{files}; пакеты: {packets.exchange(packets.PLANS_CHANNEL, mo_id=mo_id, select=False)}"
 
 
 register_job(
@@ -49,4 +51,17 @@ register_job(
     load_plan_answers,
     interval_seconds=300,
     interval_config="JOB_TFOMS_PROF_SECONDS",
+)
+
+
+def exchange_packets(mo_id: int | None = None) -> str:
+    return packets.exchange(packets.CHANNEL, mo_id=mo_id)
+
+
+register_job(
+    packets.SERVICE,
+    "Сервис автоматизированного взаимодействия с ТФОМС",
+    exchange_packets,
+    interval_seconds=60,
+    interval_config="JOB_TFOMS_PACKETS_SECONDS",
 )

@@ -14,6 +14,7 @@ from portal.auth.access import requires
 from portal.auth.scoping import mo_choices, visible_mo_id
 from portal.clinical.models import PLAN_KINDS, PLAN_PERSON_STATUSES
 from portal.exchange.runs import recording
+from portal.extensions import db
 from portal.tfoms import bp, plans
 from portal.tfoms.files import max_upload_bytes
 
@@ -85,9 +86,29 @@ def plans_page():
     return render_template("tfoms/plans.html", **_page_context(filters))
 
 
+@bp.post("/plans/<int:plan_id>/send")
+@requires("tfoms.plans")
+def plan_send(plan_id: int):
+    """«Отправить» (seed 4.4.5.2.1): a packet per person over RabbitMQ; the job sends them."""
+    from portal.tfoms import packets
+
+    try:
+        plan = plans.get_plan(plan_id, current_user)
+    except plans.PlanError as error:
+        _abort(error)
+    count = packets.send_plan(plan.id, current_user)
+    db.session.commit()
+    message = (f"В очередь отправки в ТФОМС поставлено сообщений: {count}. Статусы людей изменятся, "
+               "когда ТФОМС ответит." if count else "Нет людей со статусом «Новые» или «Ошибка».")
+    if not _hx_target():
+        flash(message, "success" if count else "warning")
+        return redirect(url_for("tfoms.plan_people", plan_id=plan.id))
+    return plan_people(plan.id, sent_message=message)
+
+
 @bp.get("/plans/<int:plan_id>/people")
 @requires("tfoms.plans")
-def plan_people(plan_id: int):
+def plan_people(plan_id: int, sent_message: str | None = None):
     """The people of a plan: a row under the plan (htmx), the next rows, or a page of its own."""
     try:
         plan = plans.get_plan(plan_id, current_user)
@@ -104,6 +125,7 @@ def plan_people(plan_id: int):
         "statuses": PLAN_PERSON_STATUSES,
         "counts": plans.status_counts(plan),
         "colspan": 11,
+        "sent_message": sent_message,
     }
     target = _hx_target()
     if target == f"people-more-{plan.id}":
