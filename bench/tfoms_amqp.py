@@ -83,6 +83,8 @@ def populate(packets: int) -> None:
 def bare_pika(url: str, bodies: list[bytes], queue: str) -> float:
     import pika
 
+    if url.endswith("//"):  # kombu's "//" is the default vhost "/", which pika spells %2F
+        url = url[:-1] + "%2F"
     connection = pika.BlockingConnection(pika.URLParameters(url))
     channel = connection.channel()
     channel.queue_declare(queue=queue, durable=True)
