@@ -34,6 +34,8 @@ MENU: tuple[MenuGroup, ...] = (
             MenuItem("Пакетная идентификация ТФОМС", "tfoms.ident", "tfoms.ident"),
             MenuItem("Выгрузка прикреплений", "tfoms.attachments", "tfoms.attachments"),
             MenuItem("Планы диспансеризации и профосмотров", "tfoms.plans", "tfoms.plans"),
+            MenuItem("Пакеты обмена с ТФОМС", "tfoms.packets", "tfoms.packets"),
+            MenuItem("Свободные места в стационарах", "tfoms.free_beds", "tfoms.free_beds"),
             MenuItem("Журнал работы сервисов", "journal.services", "journal.view"),
         ),
     ),

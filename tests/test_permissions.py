@@ -85,6 +85,17 @@ def _ident_package(side):
     return package
 
 
+def _tfoms_packet(side):
+    """A packet of the side's МО to ТФОМС, rejected (its actions apply) («Пакеты обмена с ТФОМС»)."""
+    from portal.tfoms.models import TfomsPacket
+
+    packet = TfomsPacket(channel="tfoms_auto", mo_id=side.mo.id, packet_type="HOSPITALISATION",
+                         message_id=str(uuid.uuid4()), status="rejected")  # fmt: skip
+    db.session.add(packet)
+    db.session.flush()
+    return packet
+
+
 def _samples(region):
     """Values for URL arguments: the object of МО «a» (own) and of МО «b» (other), or a global one."""
     token = ApiToken(name="matrix", token_hash=hash_token("matrix-token"), prefix="matrix-t")
@@ -93,6 +104,7 @@ def _samples(region):
     semds = {side: _semd(getattr(region, side)) for side in ("a", "b")}
     plan_exports = {side: _plan_export(getattr(region, side)) for side in ("a", "b")}
     ident_packages = {side: _ident_package(getattr(region, side)) for side in ("a", "b")}
+    tfoms_packets = {side: _tfoms_packet(getattr(region, side)) for side in ("a", "b")}
     db.session.commit()
     owned = {
         "patient_id": lambda s: s.patients[0].id,
@@ -104,6 +116,7 @@ def _samples(region):
         "plan_id": lambda s: plan_exports["a" if s is region.a else "b"][0].id,
         "export_id": lambda s: plan_exports["a" if s is region.a else "b"][1].id,
         "package_id": lambda s: ident_packages["a" if s is region.a else "b"].id,
+        "packet_id": lambda s: tfoms_packets["a" if s is region.a else "b"].id,
     }
     shared = {"token_id": token.id, "key": "iemk", "number": 1}
     return owned, shared

@@ -34,6 +34,10 @@ CAPABILITIES: dict[str, frozenset[str]] = {
     "tfoms.ident": ADMINS,  # «Пакетная идентификация ТФОМС» (seed 4.3.1)
     "tfoms.attachments": frozenset({CENTRAL_ADMIN, MO_ADMIN, STATISTICIAN}),  # «Выгрузка прикреплений»
     "tfoms.plans": frozenset({CENTRAL_ADMIN, MO_ADMIN, STATISTICIAN}),  # plan export (seed 4.5.2.1.2)
+    "tfoms.packets": frozenset({CENTRAL_ADMIN, MO_ADMIN, STATISTICIAN}),  # «Пакеты обмена с ТФОМС» (seed 4.6.3)
+    "tfoms.packets.manage": ADMINS,  # «Не отправлять повторно» / «Снять запрет отправки»
+    # «Свободные места в стационарах» (stage 3): whoever refers patients, as for clinical.edit.
+    "tfoms.free_beds": frozenset({CENTRAL_ADMIN, MO_ADMIN, DOCTOR, ERS_OPERATOR}),
     "journal.view": frozenset({CENTRAL_ADMIN, MO_ADMIN, STATISTICIAN}),
     "journal.all_services": ADMINS,  # a statistician sees only the ТФОМС services (seed 4.6.1)
     "journal.run": ADMINS,  # «Запуск» of a service; an МО administrator's run covers their МО

@@ -99,7 +99,7 @@ RPC_QUEUE = register_setting(
     SettingDef("tfoms.rpc_queue", "ТФОМС", "Очередь запросов свободных мест (RPC)", "text", "rpc_queue")
 )
 RPC_TIMEOUT = "tfoms.rpc_timeout"  # registered with the admin settings (15 s)
-REPLY_WAIT_SECONDS = 3.0  # how long a run waits for answers to what it sent before it ends
+REPLY_WAIT_SECONDS = 10.0  # how long a run waits for answers to what it sent (children go in the same run)
 
 # Branch and department kinds ТФОМС gets (seed 4.4.5.1.2).
 BRANCH_KINDS_SENT = ("hospital", "polyclinic", "ambulance")

@@ -5,6 +5,7 @@ from flask import request
 from portal.tfoms import attachment_views as _attachment_views  # noqa: F401
 from portal.tfoms import bp
 from portal.tfoms import ident_views as _ident_views  # noqa: F401
+from portal.tfoms import packet_views as _packet_views  # noqa: F401
 from portal.tfoms import plan_views as _plan_views  # noqa: F401
 from portal.tfoms.files import max_upload_bytes
 
