@@ -49,7 +49,7 @@ def start_services(app: Flask) -> bool:
     log.info("Процесс %s взял блокировку служб: запускаю %s", pid,
              " и ".join(n for n, on in (("планировщик", want_scheduler), ("симуляторы", want_simulators)) if on))
 
-    server = scheduler = None
+    server = scheduler = standin = None
     if want_simulators:
         from portal.tfoms.files import inbox_dir
         from simulators import start_simulators
@@ -64,6 +64,10 @@ def start_services(app: Flask) -> bool:
             log.info("Процесс %s: симуляторы внешних систем на %s", pid, base_url)
         except OSError as error:  # the port is taken: the portal still serves, say why loudly
             log.error("Процесс %s: симуляторы не запущены (порт %s): %s", pid, config["SIMULATORS_PORT"], error)
+        if server is not None:  # ТФОМС's consumer of the packet queues, its mode set on the host
+            from simulators.tfoms_amqp import start_standin
+
+            standin = start_standin(app, server.app)
     if want_scheduler:
         scheduler = start_scheduler(app)
         log.info("Процесс %s: планировщик запущен, заданий: %s", pid, len(scheduler.get_jobs()))
@@ -71,13 +75,16 @@ def start_services(app: Flask) -> bool:
     def _stop() -> None:
         if scheduler is not None:
             scheduler.shutdown(wait=False)
+        if standin is not None:
+            standin.stop()
         if server is not None:
             server.shutdown()
         release_services_lock(lock)
         log.info("Процесс %s: планировщик и симуляторы остановлены", pid)
 
     atexit.register(_stop)
-    app.extensions["services"] = {"lock": lock, "scheduler": scheduler, "simulators": server}
+    app.extensions["services"] = {"lock": lock, "scheduler": scheduler, "simulators": server,
+                                  "tfoms_standin": standin}
     return True
 
 
