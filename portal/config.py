@@ -57,6 +57,8 @@ class Config:
     AMQP_URL = _env("AMQP_URL")  # None: broker-less transport in the portal's database
     TFOMS_DIR = _env("TFOMS_DIR")  # ТФОМС file exchange folders; None: <instance>/tfoms
     TFOMS_MAX_UPLOAD_BYTES = _env_int("TFOMS_MAX_UPLOAD_BYTES", 50 * 1024 * 1024)  # an answer DBF or OSHIB_PR
+    # How long a run of the ТФОМС packet service waits for answers, so children follow their parents.
+    TFOMS_REPLY_WAIT_SECONDS = _env_int("TFOMS_REPLY_WAIT_SECONDS", 10)
 
     PORT = _env_int("PORT", 8000)
     # The address outside systems call back (ВИМИС sendResult); default: this machine's port.
@@ -64,7 +66,9 @@ class Config:
     SIMULATORS_PORT = _env_int("SIMULATORS_PORT", 8001)
     SIMULATORS_ENABLED = _env_bool("SIMULATORS", True)
     SCHEDULER_ENABLED = _env_bool("SCHEDULER", True)
-    RUN_SERVICES = _env_bool("RUN_SERVICES", False)  # set by `make run`: wsgi.py starts scheduler and simulators
+    RUN_SERVICES = _env_bool(
+        "RUN_SERVICES", False
+    )  # set by `make run`: wsgi.py starts scheduler and simulators
     WORKERS = _env_int("WORKERS", 2)
 
     DEMO_PASSWORD = _env("DEMO_PASSWORD", "demo-2026")
@@ -99,4 +103,5 @@ class TestConfig(Config):
     TEST_AMQP_URL = os.environ.get("PORTAL_TEST_AMQP_URL")
     SCHEDULER_ENABLED = False
     SIMULATORS_ENABLED = False
+    TFOMS_REPLY_WAIT_SECONDS = 0  # tests pump ТФОМС's stand-in themselves
     LOGIN_MAX_FAILURES = 3

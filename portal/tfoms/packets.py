@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any, ClassVar
 
+from flask import current_app
 from sqlalchemy import func, or_
 
 from portal.admin import services as admin_services
@@ -99,7 +100,6 @@ RPC_QUEUE = register_setting(
     SettingDef("tfoms.rpc_queue", "ТФОМС", "Очередь запросов свободных мест (RPC)", "text", "rpc_queue")
 )
 RPC_TIMEOUT = "tfoms.rpc_timeout"  # registered with the admin settings (15 s)
-REPLY_WAIT_SECONDS = 10.0  # how long a run waits for answers to what it sent (children go in the same run)
 
 # Branch and department kinds ТФОМС gets (seed 4.4.5.1.2).
 BRANCH_KINDS_SENT = ("hospital", "polyclinic", "ambulance")
@@ -621,8 +621,9 @@ def _dispensary(writer: _Writer, since: datetime | None, now: datetime, scope: A
 
 
 def resend_failed(channel: PacketChannel, mo_id: int | None = None) -> int:
-    """Packets that failed to build or that ТФОМС rejected go again, rebuilt from today's data and
-    under a new message id, unless «Не отправлять повторно» is set (seed 4.4.5.3.1.2)."""
+    """Packets that failed to build or that ТФОМС rejected go again once their data were fixed in
+    the source MIS (the row or its patient changed since), rebuilt and under a new message id,
+    unless «Не отправлять повторно» is set (seed 4.4.5.3.1.2). Unchanged data would be refused again."""
     stmt = db.select(TfomsPacket).where(
         TfomsPacket.channel == channel.name,
         TfomsPacket.direction == OUTGOING,
@@ -633,9 +634,19 @@ def resend_failed(channel: PacketChannel, mo_id: int | None = None) -> int:
         stmt = stmt.where(TfomsPacket.mo_id == mo_id)
     count = 0
     for packet in db.session.scalars(stmt):
-        _requeue(packet)
-        count += 1
+        if _data_changed(packet):
+            _requeue(packet)
+            count += 1
     return count
+
+
+def _data_changed(packet: TfomsPacket) -> bool:
+    model = OBJECT_MODELS.get(packet.object_type or "")
+    obj = db.session.get(model, packet.object_id) if model is not None else None
+    if obj is None:
+        return False
+    moments = [obj.updated_at, getattr(getattr(obj, "patient", None), "updated_at", None)]
+    return max(m for m in moments if m is not None) > (packet.status_at or datetime.min)
 
 
 def _requeue(packet: TfomsPacket) -> None:
@@ -704,6 +715,11 @@ def _finish(broker: Any, message: transport.Message) -> None:
         message.ack()
 
 
+def storable(text: str) -> str:
+    """Text of a message as a database keeps it: PostgreSQL refuses NUL characters in text."""
+    return text.replace("\x00", "\\x00")
+
+
 def _journal_poison(message: transport.Message, error: str) -> None:
     delivery.journal(
         CHANNEL,
@@ -714,7 +730,7 @@ def _journal_poison(message: transport.Message, error: str) -> None:
         subject=("tfoms_reply", 0),
         packet_id=message.message_id,
         packet_type=message.type,
-        answer=message.text[:20000],
+        answer=storable(message.text)[:20000],
     )
 
 
@@ -745,14 +761,14 @@ def _settle(reply: Any, message: transport.Message) -> bool:
     if item is None or item.state not in (WAITING, SENDING, UNKNOWN):
         return True  # a repeated answer: the packet is already settled
     packet.answer = {"answer": True, "ok": reply.ok, "errors": reply.errors, "packet": reply.data}
-    packet.answer_xml = message.text
+    packet.answer_xml = storable(message.text)
     packet.answered_at = utcnow()
     if reply.ok:
-        outcome = Outcome.done("Принят ТФОМС", answer=message.text, operation="Ответ ТФОМС")
+        outcome = Outcome.done("Принят ТФОМС", answer=packet.answer_xml, operation="Ответ ТФОМС")
     else:
         outcome = Outcome.failed(
             "Получен ответ с ошибкой: " + "; ".join(reply.errors or ["причина не указана"]),
-            answer=message.text,
+            answer=packet.answer_xml,
             operation="Ответ ТФОМС",
         )
     item.external_id = item.external_id or packet.message_id
@@ -801,7 +817,7 @@ def process_polis(message: transport.Message) -> TfomsPacket:
         status=PACKET_RECEIVED,
         status_at=utcnow(),
         created_at=utcnow(),
-        xml=message.text,
+        xml=storable(message.text),
     )
     db.session.add(packet)
     errors: list[tuple[int, str]] = []
@@ -835,7 +851,7 @@ def process_polis(message: transport.Message) -> TfomsPacket:
         mo_id=packet.mo_id,
         packet_id=packet.message_id,
         packet_type="POLIS",
-        payload=message.text,
+        payload=packet.xml,
     )
     if errors:
         text = "; ".join(e[1] for e in errors)
@@ -1077,16 +1093,19 @@ def send_plan(plan_id: int, user: User | None = None) -> int:
 
 
 def exchange(
-    channel: PacketChannel, *, mo_id: int | None = None, select: bool = True, wait: float = REPLY_WAIT_SECONDS
+    channel: PacketChannel, *, mo_id: int | None = None, select: bool = True, wait: float | None = None
 ) -> str:
     """One run: select changes, resend failed packets, send, and read answers until the packets
     it sent are answered (children released by an answer go in the same run) or `wait` passes."""
     selected = Selection()
     if select:
         selected = select_changes(mo_id)
-    resent = resend_failed(channel, mo_id)
+    # Plan messages go again only when a person presses «Отправить» (seed 4.4.5.2.1).
+    resent = resend_failed(channel, mo_id) if channel is CHANNEL else 0
     db.session.commit()
     sent = answers = incoming = refused = 0
+    if wait is None:
+        wait = float(current_app.config.get("TFOMS_REPLY_WAIT_SECONDS", 10))
     deadline = time.monotonic() + wait
     while True:
         n = delivery.send_due(channel, mo_id=mo_id)

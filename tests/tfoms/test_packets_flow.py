@@ -122,7 +122,7 @@ def received_order(env) -> list[str]:
 def test_children_wait_for_their_parents_and_reach_tfoms_after_them(env):
     h = hospital()
     patient = insured_patient(h.mo)
-    referral = f.make_referral(patient, h.department)
+    referral = f.make_referral(patient, h.department, doctor_id=f.make_staff(h.mo).id)
     stay = f.make_hospitalisation(patient, h.department, referral_id=referral.id)
     f.make_movement(stay)
     db.session.commit()
@@ -239,8 +239,7 @@ def test_update_goes_at_once_and_delete_goes_in_reverse_order(env):
 
 def test_build_error_names_the_problem_and_keeps_children_waiting(env):
     h = hospital()
-    patient = f.make_patient(h.mo, policy_kind=None, policy_number=None, enp=None)
-    stay = f.make_hospitalisation(patient, h.department)
+    stay = f.make_hospitalisation(insured_patient(h.mo), h.department, diagnosis=None)
     f.make_movement(stay)
     db.session.commit()
     settle(env)
@@ -258,9 +257,10 @@ def test_build_error_names_the_problem_and_keeps_children_waiting(env):
     )
     assert line.message == hosp.status_text and line.operation == "Формирование"
 
+    settle(env)  # unchanged data is not sent again
+    assert by_type("HOSPITALISATION")[0].status == PACKET_BUILD_ERROR
     # Fixed in the source MIS: the next run sends it rebuilt, then its child.
-    patient.policy_kind, patient.enp = "Э", f.valid_enp(777)
-    patient.policy_number = patient.enp
+    stay.diagnosis = "O24.4"
     db.session.commit()
     settle(env)
     assert by_type("HOSPITALISATION")[0].status == PACKET_ACCEPTED
@@ -384,7 +384,7 @@ def test_insurance_change_from_tfoms_updates_the_patient_and_is_answered(env):
         bdz_id=9001,
         enp=enp,
         smo_code="35002",
-        policy_type=3,
+        policy_type=4,
         number=enp,
         begin=date(2026, 1, 1),
         person={
@@ -532,7 +532,7 @@ def test_service_run_counts_packets_and_errors(env):
     from jobs.scheduler import run_job
 
     h = hospital()
-    f.make_hospitalisation(f.make_patient(h.mo, policy_kind=None, policy_number=None, enp=None), h.department)
+    f.make_hospitalisation(insured_patient(h.mo), h.department, diagnosis=None)
     db.session.commit()
     from flask import current_app
 
