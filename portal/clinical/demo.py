@@ -34,9 +34,11 @@ from portal.clinical.intake import ingest_batch, run_in_transaction
 from portal.clinical.models import ClinicalEvent, Department, Hospitalisation, Mo, Patient, Pregnancy, Staff
 from portal.clinical.names import (
     BIRTH_PLACES,
+    DIAGNOSES,
     FEMALE_FIRST_NAMES,
     INSURER_LIST,
     INSURERS,
+    LANDLINE_CODES,
     LOCALITIES,
     MALE_FIRST_NAMES,
     MALE_SURNAMES,
@@ -315,6 +317,13 @@ class _Region:
         # A second stream for the ТФОМС data (attachments, plans, policy dates): adding them did
         # not change anything the first stream makes.
         self.tfoms_rng = random.Random(seed * 7919 + 1)
+        # A third stream for the order-263 records (branches, beds, referrals, movements,
+        # dispensary observation): they too leave every row of the other streams as it was.
+        self.hospital_rng = random.Random(seed * 7919 + 2)
+        self.branch_of: dict[tuple[int, str], str] = {}  # (МО, department role) → branch source id
+        self.bed_profiles: dict[tuple[int, str], dict[int, str]] = {}  # (МО, role) → V020 → source id
+        self.referral_numbers: dict[int, int] = {}  # МО number → last referral number
+        self.card_numbers: dict[int, int] = {}  # МО number → last КВС number
         self.plan_people: dict[int, list[str]] = {}  # МО number → patients for its plans
         self.today = today
         self.last = today - timedelta(days=1)  # events end yesterday: nothing is in the future
@@ -444,6 +453,7 @@ def _structure(region: _Region) -> Iterator[dict[str, Any]]:
             "kpp": f"{mo.tax_office}01001",
             "address": mo.address,
         }
+    yield from _branches(region)
     for mo in MOS:
         for index, dep in enumerate(mo.departments, 1):
             yield {
@@ -454,7 +464,10 @@ def _structure(region: _Region) -> Iterator[dict[str, Any]]:
                 "name": dep.name,
                 "kind": dep.kind,
                 "beds": dep.beds,
+                "branch": region.branch_of[(mo.n, dep.role)],
+                "phone": _landline(region.hospital_rng, mo),
             }
+    yield from _bed_profiles(region)
     number = 0
     for mo in MOS:
         region.staff[mo.n] = {}
@@ -731,8 +744,10 @@ def _pregnancy_records(region: _Region, patient: _Patient, story: str) -> Iterat
         stays.append(ctx.kas_stay_now())
     if outcome_on:
         stays.append(ctx.outcome_stay(outcome, outcome_on, term_end, high_risk))
+    hospital = _Hospital(region, ctx)
     for stay in stays:
-        yield stay.record
+        yield from hospital.stay_records(stay)
+    yield from hospital.other_records(stays)
     outpatient_end = min([s.admitted.date() - timedelta(days=1) for s in stays if s.outcome or s.discharged is None]
                          + [end_day])
     busy = [(s.admitted.date(), (s.discharged or datetime.combine(region.today, time())).date()) for s in stays]
@@ -1151,6 +1166,412 @@ class _Pregnancy:
     def discharge_diagnosis(self, outcome: str | None) -> str:
         return {None: "O26.8" if not self.multiple else "O30.0", "birth": "O80" if not self.multiple else "O84.2",
                 "abortion": "O04.9", "miscarriage": "O03.9", "ectopic": "O00.1", "other": "O36.4"}[outcome]
+
+
+# --- ТФОМС order 263: branches, beds, referrals, movements, dispensary observation --------------
+
+# Branches (подразделения) of each МО: code, name, kind, roles of the departments in it.
+BRANCHES: dict[int, tuple[tuple[str, str, str, tuple[str, ...]], ...]] = {
+    1: (
+        ("001", "Акушерский корпус", "hospital",
+         ("admission", "perinatal", "pathology", "delivery", "observation", "icu", "ultrasound", "lab")),
+        ("002", "Гинекологический корпус", "hospital", ("gynecology", "day")),
+        ("003", "Консультативно-диагностическая поликлиника", "polyclinic", ("antenatal",)),
+    ),
+    2: (
+        ("001", "Родильный дом", "hospital",
+         ("admission", "delivery", "observation", "pathology", "gynecology", "ultrasound", "lab")),
+        ("002", "Женская консультация № 1", "polyclinic", ("antenatal", "day")),
+    ),
+    3: (
+        ("001", "Родильный дом", "hospital",
+         ("admission", "delivery", "observation", "pathology", "gynecology", "day", "ultrasound", "lab")),
+        ("002", "Женская консультация", "polyclinic", ("antenatal",)),
+    ),
+    4: (
+        ("001", "Стационар", "hospital",
+         ("admission", "delivery", "gynecology", "therapy", "day", "ultrasound", "lab")),
+        ("002", "Женская консультация", "polyclinic", ("antenatal",)),
+    ),
+    5: (
+        ("001", "Стационар", "hospital",
+         ("admission", "delivery", "pathology", "gynecology", "day", "ultrasound", "lab")),
+        ("002", "Женская консультация", "polyclinic", ("antenatal",)),
+    ),
+    6: (("001", "Поликлиника", "polyclinic", ("antenatal", "therapy", "day", "ultrasound", "lab")),),
+    7: (
+        ("001", "Стационар", "hospital", ("admission", "therapy", "lab")),
+        ("002", "Женская консультация", "polyclinic", ("antenatal",)),
+    ),
+}
+
+# Bed profiles of the obstetric in-patient departments, by role: (V020 bed profile, share of the
+# department's beds). Care profile V002 136 «акушерство и гинекология» for all of them.
+# V020: 3 акушерские для беременных и рожениц, 4 акушерские патологии беременности, 1 гинекологические.
+OBSTETRIC_CARE = 136
+BED_PROFILES: dict[str, tuple[tuple[int, float], ...]] = {
+    "perinatal": ((3, 0.7), (4, 0.3)),
+    "delivery": ((3, 1.0),),
+    "observation": ((3, 1.0),),
+    "pathology": ((4, 1.0),),
+    "gynecology": ((1, 1.0),),
+    "day": ((4, 0.6), (1, 0.4)),
+}
+FULL_PROFILE = (2, "pathology")  # no free beds today: referrals there are cancelled for «Отсутствие мест»
+
+
+def _landline(rng: random.Random, mo: DemoMo) -> str:
+    code = LANDLINE_CODES[mo.localities[0]]
+    length = 10 - len(code)  # a Russian number is ten digits with its area code
+    digits = str(rng.randint(2, 7)) + f"{rng.randint(0, 10 ** (length - 1) - 1):0{length - 1}d}"
+    if len(digits) == 6:
+        return f"+7 ({code}) {digits[:2]}-{digits[2:4]}-{digits[4:]}"
+    return f"+7 ({code}) {digits[0]}-{digits[1:3]}-{digits[3:]}"
+
+
+def _branches(region: _Region) -> Iterator[dict[str, Any]]:
+    rng = region.hospital_rng
+    for mo in MOS:
+        locality, postal, streets = LOCALITIES[mo.localities[0]]
+        for code, name, kind, roles in BRANCHES[mo.n]:
+            source_id = f"{PREFIX}br-{mo.n}-{code}"
+            for role in roles:
+                region.branch_of[(mo.n, role)] = source_id
+            if code == "001":
+                address = mo.address
+            else:
+                postcode = (postal + "".join(str(rng.randint(0, 9)) for _ in range(6 - len(postal))))[:6]
+                street, house = rng.choice(streets), rng.randint(1, 60)
+                address = f"{postcode}, {REGION_PREFIX}, {locality}, {street}, д. {house}"
+            yield {
+                "type": "branch",
+                "id": source_id,
+                "mo": mo.source_id,
+                "code": code,
+                "name": name,
+                "kind": kind,
+                "for_children": False if kind == "polyclinic" else None,  # a women's clinic serves adults
+                "address": address,
+                "phone": _landline(rng, mo),
+                "opened_on": date(rng.randint(1965, 2012), rng.randint(1, 12), 1).isoformat(),
+            }
+    missing = [(mo.n, d.role) for mo in MOS for d in mo.departments if (mo.n, d.role) not in region.branch_of]
+    assert not missing, f"departments without a branch: {missing}"
+
+
+def _bed_profiles(region: _Region) -> Iterator[dict[str, Any]]:
+    """Коечный фонд of the obstetric in-patient departments, with today's occupancy."""
+    rng = region.hospital_rng
+    for mo in MOS:
+        for index, dep in enumerate(mo.departments, 1):
+            shares = BED_PROFILES.get(dep.role)
+            if not shares or not dep.beds:
+                continue
+            left = dep.beds
+            for k, (profile, share) in enumerate(shares):
+                beds = left if k == len(shares) - 1 else round(dep.beds * share)
+                left -= beds
+                repair = 0 if rng.random() < 0.8 else rng.randint(1, max(1, beds // 10))
+                usable = beds - repair
+                share = 1.0 if (mo.n, dep.role) == FULL_PROFILE else rng.uniform(0.55, 0.92)
+                occupied = round(usable * share)
+                source_id = f"{PREFIX}bed-{mo.n}-{index}-{profile}"
+                region.bed_profiles.setdefault((mo.n, dep.role), {})[profile] = source_id
+                yield {
+                    "type": "bed_profile",
+                    "id": source_id,
+                    "department": f"{PREFIX}dep-{mo.n}-{index}",
+                    "profile": profile,
+                    "care_profile": OBSTETRIC_CARE,
+                    "children": False,
+                    "beds": beds,
+                    "beds_male": 0,
+                    "beds_female": beds,
+                    "beds_repair": repair,
+                    "planned_beds": beds,
+                    "valid_from": date(region.today.year, 1, 1).isoformat(),
+                    "valid_to": None,
+                    "actual_on": region.today.isoformat(),
+                    "occupied": occupied,
+                    "admitted_today": rng.randint(0, max(1, beds // 8)),
+                    "discharged_today": rng.randint(0, max(1, beds // 8)),
+                    "planned_today": rng.randint(0, 2),
+                    "free": usable - occupied,
+                    "free_adult": usable - occupied,
+                    "free_child": 0,
+                }
+
+
+# Admission diagnoses of the stays without an outcome (патология беременности, дневной стационар).
+_PATHOLOGY_DIAGNOSES = ("O26.8", "O23.1", "O24.4", "O13", "O47.0", "O36.5", "O99.0", "O21.0")
+# Diagnoses of dispensary observation in pregnancy.
+_DISPENSARY_DIAGNOSES = ("O24.4", "O99.0", "O13", "O99.2", "O99.4", "Z35.8")
+# Why a planned referral was cancelled: (reason, source, comment).
+_CANCELS = (
+    ("1", "2", "Пациентка отказалась от госпитализации"),
+    ("4", "1", "Нет свободных мест в отделении, направлена повторно"),
+    ("5", "0", "Направление оформлено с ошибкой"),
+    ("2", "1", "Показаний для госпитализации на момент осмотра нет"),
+)
+# Why a patient was not admitted from the admission department: (reason, source, comment).
+_REFUSALS = (
+    ("1", "2", "Пациентка от госпитализации отказалась, предупреждена о последствиях"),
+    ("2", "1", "Показаний для госпитализации нет, рекомендовано наблюдение в женской консультации"),
+    ("4", "1", "Свободных мест нет, пациентка переведена в другой стационар"),
+)
+
+
+class _Hospital:
+    """The order-263 side of one pregnancy's stays: referral, КВС data and movements, plus the
+    admission refusals, cancelled referrals and dispensary observation. Draws only from
+    `region.hospital_rng`."""
+
+    def __init__(self, region: _Region, ctx: _Pregnancy) -> None:
+        self.region = region
+        self.rng = region.hospital_rng
+        self.ctx = ctx
+        self.patient = ctx.patient
+
+    def card_number(self, mo: DemoMo, at: datetime) -> str:
+        self.region.card_numbers[mo.n] = number = self.region.card_numbers.get(mo.n, 0) + 1
+        return f"{number}/{at.year % 100:02d}"
+
+    def profile(self, mo: DemoMo, role: str, stay: _Stay | None) -> str | None:
+        """The bed profile a stay in this department is on: births on 3, pathology on 4, gynaecology on 1."""
+        profiles = self.region.bed_profiles.get((mo.n, role))
+        if not profiles:
+            return None
+        if stay is not None and stay.outcome in ("abortion", "miscarriage", "ectopic"):
+            wanted = 1
+        elif stay is not None and stay.outcome in ("birth", "other"):
+            wanted = 3
+        else:
+            wanted = 4
+        return profiles.get(wanted) or next(iter(profiles.values()))
+
+    def admission_diagnosis(self, stay: _Stay) -> str:
+        ctx = self.ctx
+        if ctx.story == "late_kas":
+            return "O14.1"
+        if stay.outcome is None:
+            return "O30.0" if ctx.multiple else self.rng.choice(_PATHOLOGY_DIAGNOSES)
+        if stay.outcome == "birth":
+            if ctx.multiple:
+                return "O30.0"
+            term = ctx.term(stay.admitted.date())
+            return "O60" if term < 259 else "O48" if term > 287 else "O80"
+        return {"abortion": "Z64.0", "miscarriage": "O20.0", "ectopic": "O00.1", "other": "O36.4"}[
+            stay.outcome
+        ]
+
+    def referral(
+        self, kind: str, to: DemoMo, role: str, issued_on: date, planned_on: date, diagnosis: str,
+        payment: str, profile: str | None, suffix: str,
+    ) -> dict[str, Any]:
+        home = self.patient.home
+        region = self.region
+        region.referral_numbers[home.n] = number = region.referral_numbers.get(home.n, 0) + 1
+        return {
+            "type": "referral",
+            "id": f"{PREFIX}ref-{self.patient.index}-{suffix}",
+            "mo": home.source_id,
+            "patient": self.patient.source_id,
+            "pregnancy": self.ctx.preg_id,
+            "branch": region.branch_of[(home.n, "antenatal")],
+            "doctor": self.patient.obgyn.source_id,
+            "number": number,
+            "kind": kind,
+            "auto_created": self.rng.random() < 0.05,
+            "payment": payment,
+            "issued_on": issued_on.isoformat(),
+            "planned_on": planned_on.isoformat(),
+            "to_mo": to.source_id,
+            "to_department": to.department_id(role),
+            "bed_profile": profile,
+            "diagnosis": diagnosis,
+            "diagnosis_text": DIAGNOSES[diagnosis],
+            "cancel": None,
+        }
+
+    def stay_records(self, stay: _Stay) -> Iterator[dict[str, Any]]:
+        """The referral (if any), the КВС with its order-263 fields, then its movements."""
+        rng = self.rng
+        ctx = self.ctx
+        if ctx.story == "late_kas" or stay.outcome in ("miscarriage", "ectopic", "other"):
+            emergency = True
+        elif stay.outcome == "birth":
+            emergency = rng.random() < 0.65
+        else:
+            emergency = stay.role == "pathology" and rng.random() < 0.1
+        diagnosis = self.admission_diagnosis(stay)
+        profile = self.profile(stay.mo, stay.role, stay)
+        referral = None
+        if rng.random() < (0.35 if emergency else 0.92):
+            admitted_on = stay.admitted.date()
+            if emergency:
+                issued_on = planned_on = admitted_on
+            else:
+                issued_on = max(ctx.registered_on, admitted_on - timedelta(days=rng.randint(1, 10)))
+                planned_on = admitted_on
+                if rng.random() < 0.2:  # came a day after the planned date
+                    planned_on = max(issued_on, admitted_on - timedelta(days=1))
+            payment = stay.record["payment"]  # a few stays, and so their referrals, are paid by the budget
+            suffix = stay.source_id.rsplit("-", 1)[1]
+            referral = self.referral("emergency" if emergency else "planned", stay.mo, stay.role, issued_on,
+                                     planned_on, diagnosis, payment, profile, suffix)
+            yield referral
+        stay.record.update({
+            "referral": referral["id"] if referral else None,
+            "emergency": emergency,
+            "card_number": self.card_number(stay.mo, stay.admitted),
+            "diagnosis": diagnosis,
+            "diagnosis_text": DIAGNOSES[diagnosis],
+            "refusal": None,
+        })
+        yield stay.record
+        yield from self.movements(stay)
+
+    def movements(self, stay: _Stay) -> Iterator[dict[str, Any]]:
+        """Admission department first (round-the-clock stays), then the profile departments."""
+        rng = self.rng
+        mo = stay.mo
+        end = stay.discharged
+        now = datetime.combine(self.region.today, time())
+        steps: list[tuple[str, datetime]] = []  # (role, began_at)
+        start = stay.admitted
+        if stay.care == "1" and mo.department("admission") is not None:
+            steps.append(("admission", start))
+            minutes = rng.randint(20, 60)
+            if stay.outcome_at is not None:
+                minutes = min(minutes, max(10, int((stay.outcome_at - start).total_seconds() // 120)))
+            start += timedelta(minutes=minutes)
+        story = self.ctx.story
+        if story == "late_kas" and mo.department("icu") is not None:
+            steps.append(("icu", start))
+            start += timedelta(hours=rng.randint(18, 30))
+            if start < now and (end is None or start < end):
+                steps.append((stay.role, start))
+        elif story == "maternal_death" and mo.department("icu") is not None and stay.outcome_at is not None:
+            steps.append((stay.role, start))
+            steps.append(("icu", stay.outcome_at + timedelta(minutes=rng.randint(30, 60))))
+        elif (
+            stay.outcome == "birth" and stay.outcome_at is not None and mo.department("pathology") is not None
+            and stay.outcome_at - start > timedelta(hours=12)
+        ):
+            steps.append(("pathology", start))
+            steps.append((stay.role, stay.outcome_at - timedelta(hours=rng.randint(2, 6))))
+        else:
+            steps.append((stay.role, start))
+        steps = [(role, began) for role, began in steps if began < now and (end is None or began <= end)]
+        for k, (role, began) in enumerate(steps, 1):
+            last = k == len(steps)
+            ended = end if last else steps[k][1]
+            if ended is not None and ended >= now:
+                ended = None
+            outcome = None
+            if ended is not None:
+                outcome = "2" if not last else "3" if story == "maternal_death" else "1"
+            yield {
+                "type": "movement",
+                "id": f"{stay.source_id}-m{k}",
+                "hospitalisation": stay.source_id,
+                "department": mo.department_id(role),
+                "bed_profile": self.profile(mo, role, stay) if role not in ("admission", "icu") else None,
+                "began_at": began.strftime(ISO),
+                "ended_at": ended.strftime(ISO) if ended else None,
+                "outcome": outcome,
+            }
+
+    def other_records(self, stays: list[_Stay]) -> Iterator[dict[str, Any]]:
+        """An admission refusal or a cancelled referral for a few ongoing pregnancies; dispensary
+        observation for a share of all."""
+        rng = self.rng
+        ctx = self.ctx
+        region = self.region
+        ongoing = ctx.story in ("mid", "late", "late_multiple")
+        busy = [(s.admitted.date(), s.discharged.date() if s.discharged else region.today) for s in stays]
+        first = max(ctx.registered_on + timedelta(days=7), ctx.day_at(12 * 7),
+                    region.last - timedelta(days=60))
+        roll = rng.random()
+        if ongoing and roll < 0.05 and first <= region.last:
+            day = first + timedelta(days=rng.randint(0, (region.last - first).days))
+            if not any(a <= day <= b for a, b in busy):
+                if roll < 0.02:
+                    yield self.refusal(day)
+                else:
+                    yield self.cancelled_referral(day)
+        if rng.random() < 0.2:
+            yield self.dispensary()
+
+    def refusal(self, day: date) -> dict[str, Any]:
+        rng = self.rng
+        ctx = self.ctx
+        mo = _site(self.patient.home, "admission")
+        minutes = rng.randint(0, 24 * 60 - 1)  # not region.at: that draws from the first stream
+        admitted = datetime.combine(day, time(minutes // 60, minutes % 60))
+        refused_at = admitted + timedelta(minutes=rng.randint(40, 180))
+        reason, source, text = rng.choice(_REFUSALS)
+        diagnosis = rng.choice(("O20.0", "O47.0", "O26.8", "O21.0"))
+        return {
+            "type": "hospitalisation",
+            "id": f"{PREFIX}hosp-{self.patient.index}-r1",
+            "patient": self.patient.source_id,
+            "pregnancy": ctx.preg_id,
+            "mo": mo.source_id,
+            "department": mo.department_id("admission"),
+            "admitted_at": admitted.strftime(ISO),
+            "discharged_at": refused_at.strftime(ISO),  # she left the admission department
+            "outcome": None,
+            "payment": "oms",
+            "referral": None,
+            "emergency": True,
+            "card_number": self.card_number(mo, admitted),
+            "diagnosis": diagnosis,
+            "diagnosis_text": DIAGNOSES[diagnosis],
+            "refusal": {"at": refused_at.strftime(ISO), "reason": reason, "source": source, "text": text},
+        }
+
+    def cancelled_referral(self, day: date) -> dict[str, Any]:
+        rng = self.rng
+        to = _site(self.patient.home, "pathology")
+        diagnosis = rng.choice(_PATHOLOGY_DIAGNOSES)
+        reason, source, text = rng.choice(_CANCELS)
+        if (to.n, "pathology") == FULL_PROFILE:
+            reason, source, text = _CANCELS[1]
+        planned_on = min(day + timedelta(days=rng.randint(1, 7)), self.region.last)
+        record = self.referral("planned", to, "pathology", day, planned_on, diagnosis, "oms",
+                               self.profile(to, "pathology", None), "c1")
+        cancelled_on = day + timedelta(days=rng.randint(0, (planned_on - day).days))
+        record["cancel"] = {"on": cancelled_on.isoformat(), "reason": reason, "source": source, "text": text}
+        return record
+
+    def dispensary(self) -> dict[str, Any]:
+        rng = self.rng
+        ctx = self.ctx
+        region = self.region
+        began_on = min(ctx.registered_on + timedelta(days=rng.randint(0, 30)), ctx.outcome_on or region.last,
+                       region.last)
+        ended_on = end_result = None
+        if ctx.story == "maternal_death" and ctx.outcome_on is not None:
+            ended_on, end_result = ctx.outcome_on + timedelta(days=2), "3"
+        elif ctx.outcome_on is not None:
+            candidate = ctx.outcome_on + timedelta(days=rng.randint(42, 84))
+            if candidate <= region.last:
+                ended_on, end_result = candidate, rng.choices(("1", "4", "2", "5"), weights=(80, 8, 6, 6))[0]
+        diagnosis = "O30.0" if ctx.multiple else rng.choice(_DISPENSARY_DIAGNOSES)
+        return {
+            "type": "dispensary",
+            "id": f"{PREFIX}dn-{self.patient.index}",
+            "patient": self.patient.source_id,
+            "mo": self.patient.home.source_id,
+            "doctor": self.patient.obgyn.source_id,
+            "diagnosis": diagnosis,
+            "began_on": began_on.isoformat(),
+            "visits_per_year": rng.choice((4, 6, 12)),
+            "place": "1" if rng.random() < 0.96 else "2",
+            "ended_on": ended_on.isoformat() if ended_on else None,
+            "end_result": end_result,
+        }
 
 
 # --- Loading, users, token ---------------------------------------------------------------------

@@ -487,7 +487,8 @@ _TYPE_LIST = [
                    description="Трёхзначный код здания внутри МО (BRANCH ТФОМС: код МО по F003 + этот код)"),
             Text("name", "Наименование подразделения", required=True),
             Choice("kind", "Вид подразделения", BRANCH_KINDS, required=True),
-            Bool("for_children", "Детское подразделение", description="true — детское, false — взрослое, null — общее"),
+            Bool("for_children", "Детское подразделение",
+                 description="true — детское, false — взрослое, null — общее"),
             Text("address", "Адрес подразделения"),
             Text("phone", "Телефон подразделения"),
             DateField("opened_on", "Дата открытия"),
@@ -531,7 +532,8 @@ _TYPE_LIST = [
             ),
             DateField("valid_from", "Действует с"),
             DateField("valid_to", "Действует по", description="null — без срока"),
-            DateField("actual_on", "Дата сведений о занятости коек", description="Сведения о свободных местах на эту дату"),
+            DateField("actual_on", "Дата сведений о занятости коек",
+                      description="Сведения о свободных местах на эту дату"),
             *(
                 Int(name, label, minimum=0, maximum=100_000, default=0)
                 for name, label in (
@@ -645,7 +647,8 @@ _TYPE_LIST = [
             DateField("issued_on", "Дата направления", required=True),
             DateField("planned_on", "Плановая дата госпитализации"),
             Ref("to_mo", "МО госпитализации", "mo", required=True),
-            Ref("to_department", "Отделение госпитализации", "department", description="Отделение МО госпитализации"),
+            Ref("to_department", "Отделение госпитализации", "department",
+                description="Отделение МО госпитализации"),
             Ref("bed_profile", "Профиль коек", "bed_profile",
                 description="Профиль коек отделения госпитализации (или МО госпитализации)"),
             Diagnosis("diagnosis", "Диагноз направления (МКБ-10)", required=True),
@@ -701,10 +704,12 @@ _TYPE_LIST = [
         [
             Ref("hospitalisation", "Госпитализация", "hospitalisation", required=True,
                 description="МО движения — МО этой госпитализации"),
-            Ref("department", "Отделение", "department", required=True, description="Отделение МО госпитализации"),
+            Ref("department", "Отделение", "department", required=True,
+                description="Отделение МО госпитализации"),
             Ref("bed_profile", "Профиль коек", "bed_profile", description="Профиль коек этого отделения"),
             DateTimeField("began_at", "Дата и время поступления в отделение", required=True),
-            DateTimeField("ended_at", "Дата и время выбытия из отделения", description="null — пациент в отделении"),
+            DateTimeField("ended_at", "Дата и время выбытия из отделения",
+                          description="null — пациент в отделении"),
             Choice("outcome", "Исход движения", MOVEMENT_OUTCOMES, description="Для завершённого движения"),
         ],
         noun="Движение", found="найдено", refused="отклонено",
@@ -715,12 +720,14 @@ _TYPE_LIST = [
         [
             Ref("patient", "Пациент", "patient", required=True),
             Ref("mo", "МО наблюдения", "mo", required=True),
-            Ref("doctor", "Врач, осуществляющий наблюдение", "staff", description="id записи staff той же МО"),
+            Ref("doctor", "Врач, осуществляющий наблюдение", "staff",
+                description="id записи staff той же МО"),
             Diagnosis("diagnosis", "Диагноз наблюдения (МКБ-10)", required=True),
             DateField("began_on", "Дата начала наблюдения", required=True),
             Int("visits_per_year", "Кратность явок в год", minimum=1, maximum=12, default=1),
             Choice("place", "Место наблюдения", DISPENSARY_PLACES, default="1"),
-            DateField("ended_on", "Дата прекращения наблюдения", description="null — наблюдение продолжается"),
+            DateField("ended_on", "Дата прекращения наблюдения",
+                      description="null — наблюдение продолжается"),
             Choice("end_result", "Причина прекращения наблюдения", DISPENSARY_END_RESULTS,
                    description="Обязательна, если указана дата прекращения"),
         ],
@@ -788,10 +795,13 @@ def _check_hospitalisation(values: dict[str, Any], refs: dict[str, str]) -> None
     if values["discharged_at"] and values["discharged_at"] < values["admitted_at"]:
         raise Refusal("discharged_at", "Дата выписки раньше даты поступления")
     if any(values[c] is not None for c in ("refused_at", "refusal_reason", "refusal_source", "refusal_text")):
-        for name, column, label in (("at", "refused_at", "Дата и время отказа"), ("reason", "refusal_reason", "Причина отказа"),
+        for name, column, label in (("at", "refused_at", "Дата и время отказа"),
+                                    ("reason", "refusal_reason", "Причина отказа"),
                                     ("source", "refusal_source", "Кто отказался")):
             if values[column] is None:
-                raise Refusal(f"refusal.{name}", f"Для отказа в госпитализации укажите «{label}» (refusal.{name})")
+                raise Refusal(
+                    f"refusal.{name}", f"Для отказа в госпитализации укажите «{label}» (refusal.{name})"
+                )
         if values["refused_at"] < values["admitted_at"]:
             raise Refusal("refusal.at", "Дата отказа в госпитализации раньше даты поступления")
 
@@ -959,29 +969,39 @@ def _check_consistency(rtype: RecordType, values: dict[str, Any], rows: dict[str
             owner = f"МО {refs['mo']}" if "mo" in refs else f"МО госпитализации {refs['hospitalisation']}"
             noun = RECORD_TYPES[rtype.ref_targets[name]].noun
             raise Refusal(name, f"{noun} {refs[name]} не относится к {owner}")
-    for name, noun in (("pregnancy", "Беременность"), ("hospitalisation", "Госпитализация"), ("referral", "Направление")):
-        if name in rows and "patient_id" in values and _exposed(rtype, rows, name, "patient_id") != values["patient_id"]:
+    owned = (("pregnancy", "Беременность"), ("hospitalisation", "Госпитализация"), ("referral", "Направление"))
+    for name, noun in owned:
+        if name in rows and "patient_id" in values and (
+            _exposed(rtype, rows, name, "patient_id") != values["patient_id"]
+        ):
             raise Refusal(name, f"{noun} {refs[name]} относится к другому пациенту, не к {refs['patient']}")
     if rtype.name == "referral":
         if "to_department" in rows and _exposed(rtype, rows, "to_department", "mo_id") != values["to_mo_id"]:
-            raise Refusal("to_department", f"Отделение {refs['to_department']} не относится к МО {refs['to_mo']}")
+            raise Refusal(
+                "to_department", f"Отделение {refs['to_department']} не относится к МО {refs['to_mo']}"
+            )
         if "bed_profile" in rows:
             if _exposed(rtype, rows, "bed_profile", "mo_id") != values["to_mo_id"]:
-                raise Refusal("bed_profile", f"Профиль коек {refs['bed_profile']} не относится к МО {refs['to_mo']}")
+                raise Refusal(
+                    "bed_profile", f"Профиль коек {refs['bed_profile']} не относится к МО {refs['to_mo']}"
+                )
             if values["to_department_id"] is not None and (
                 _exposed(rtype, rows, "bed_profile", "department_id") != values["to_department_id"]
             ):
                 raise Refusal(
-                    "bed_profile", f"Профиль коек {refs['bed_profile']} не относится к отделению {refs['to_department']}"
+                    "bed_profile",
+                    f"Профиль коек {refs['bed_profile']} не относится к отделению {refs['to_department']}",
                 )
-    if rtype.name == "hospitalisation" and "referral" in rows:
-        if _exposed(rtype, rows, "referral", "to_mo_id") != values["mo_id"]:
-            raise Refusal("referral", f"Направление {refs['referral']} выдано в другую МО, не в {refs['mo']}")
-    if rtype.name == "movement" and "bed_profile" in rows:
-        if _exposed(rtype, rows, "bed_profile", "department_id") != values["department_id"]:
-            raise Refusal(
-                "bed_profile", f"Профиль коек {refs['bed_profile']} не относится к отделению {refs['department']}"
-            )
+    if rtype.name == "hospitalisation" and "referral" in rows and (
+        _exposed(rtype, rows, "referral", "to_mo_id") != values["mo_id"]
+    ):
+        raise Refusal("referral", f"Направление {refs['referral']} выдано в другую МО, не в {refs['mo']}")
+    if rtype.name == "movement" and "bed_profile" in rows and (
+        _exposed(rtype, rows, "bed_profile", "department_id") != values["department_id"]
+    ):
+        raise Refusal(
+            "bed_profile", f"Профиль коек {refs['bed_profile']} не относится к отделению {refs['department']}"
+        )
 
 
 def ingest_batch(records: list[dict]) -> IngestResult:

@@ -445,8 +445,9 @@ def test_openapi_document_describes_every_record_type_and_event_kind(client):
     schemas = document["components"]["schemas"]
     record_types = {schemas[ref["$ref"].rsplit("/", 1)[1]]["properties"]["type"]["enum"][0]
                     for ref in schemas["Record"]["oneOf"]}
-    assert record_types == {"mo", "insurer", "department", "staff", "patient", "attachment", "pregnancy",
-                            "hospitalisation", "event", "plan", "plan_person"}
+    assert record_types == {"mo", "insurer", "branch", "department", "bed_profile", "staff", "patient",
+                            "attachment", "pregnancy", "referral", "hospitalisation", "movement", "dispensary",
+                            "event", "plan", "plan_person"}
     assert set(schemas["EventRecord"]["properties"]["kind"]["enum"]) == set(EVENT_KINDS)
     assert "kas_status" in schemas["EventRecord"]["properties"]["data"]["description"]
     assert schemas["PatientRecord"]["properties"]["policy"]["properties"]["kind"]["enum"] == ["С", "В", "П", "Э", "К"]
