@@ -21,7 +21,8 @@ def export_attachments(mo_id: int | None = None) -> str:
 def load_plan_answers(mo_id: int | None = None) -> str:
     """The plan exchange: error answers to PROF files from the inbox, and the packets per person."""
     files = plans.process_prof_inbox(mo_id=mo_id)
-    return f"{files}; пакеты: {packets.exchange(packets.PLANS_CHANNEL, mo_id=mo_id, select=False)}"
+    sent = packets.exchange(packets.PLANS_CHANNEL, mo_id=mo_id, select=False)
+    return files if sent.idle else f"{files}; пакеты: {sent}"
 
 
 register_job(
@@ -55,7 +56,7 @@ register_job(
 
 
 def exchange_packets(mo_id: int | None = None) -> str:
-    return packets.exchange(packets.CHANNEL, mo_id=mo_id)
+    return str(packets.exchange(packets.CHANNEL, mo_id=mo_id))
 
 
 register_job(

@@ -1092,45 +1092,61 @@ def send_plan(plan_id: int, user: User | None = None) -> int:
 # --- a run of a service ------------------------------------------------------------------------------------
 
 
+@dataclass
+class ExchangeResult:
+    """What one run did; its text is the run's message in the journal."""
+
+    selected: int | None  # None: the run does not select changes (plans)
+    resent: int = 0
+    sent: int = 0
+    answers: int = 0
+    incoming: int = 0
+    refused: int = 0
+
+    @property
+    def idle(self) -> bool:
+        return not (
+            self.selected or self.resent or self.sent or self.answers or self.incoming or self.refused
+        )
+
+    def __str__(self) -> str:
+        parts = [f"отобрано пакетов: {self.selected}"] if self.selected is not None else []
+        parts += [
+            f"повторно: {self.resent}",
+            f"отправлено: {self.sent}",
+            f"ответов: {self.answers}",
+            f"получено от ТФОМС: {self.incoming}",
+        ]
+        if self.refused:
+            parts.append(f"нераспознанных сообщений: {self.refused}")
+        return ", ".join(parts)
+
+
 def exchange(
     channel: PacketChannel, *, mo_id: int | None = None, select: bool = True, wait: float | None = None
-) -> str:
+) -> ExchangeResult:
     """One run: select changes, resend failed packets, send, and read answers until the packets
     it sent are answered (children released by an answer go in the same run) or `wait` passes."""
-    selected = Selection()
-    if select:
-        selected = select_changes(mo_id)
+    result = ExchangeResult(select_changes(mo_id).packets if select else None)
     # Plan messages go again only when a person presses «Отправить» (seed 4.4.5.2.1).
-    resent = resend_failed(channel, mo_id) if channel is CHANNEL else 0
+    result.resent = resend_failed(channel, mo_id) if channel is CHANNEL else 0
     db.session.commit()
-    sent = answers = incoming = refused = 0
     if wait is None:
         wait = float(current_app.config.get("TFOMS_REPLY_WAIT_SECONDS", 10))
     deadline = time.monotonic() + wait
     while True:
-        n = delivery.send_due(channel, mo_id=mo_id)
+        sent = delivery.send_due(channel, mo_id=mo_id)
         got = consume_replies()
-        sent, answers, incoming, refused = (
-            sent + n,
-            answers + got.answers,
-            incoming + got.incoming,
-            refused + got.refused,
-        )
-        if n == 0 and got.answers + got.incoming + got.refused == 0:
+        result.sent += sent
+        result.answers += got.answers
+        result.incoming += got.incoming
+        result.refused += got.refused
+        if sent == 0 and got.answers + got.incoming + got.refused == 0:
             if time.monotonic() >= deadline or not _awaiting(channel, mo_id):
                 break
             time.sleep(0.2)
     db.session.commit()
-    parts = [f"отобрано пакетов: {selected.packets}"] if select else []
-    parts += [
-        f"повторно: {resent}",
-        f"отправлено: {sent}",
-        f"ответов: {answers}",
-        f"получено от ТФОМС: {incoming}",
-    ]
-    if refused:
-        parts.append(f"нераспознанных сообщений: {refused}")
-    return ", ".join(parts)
+    return result
 
 
 def _awaiting(channel: PacketChannel, mo_id: int | None) -> bool:
