@@ -1708,12 +1708,14 @@ def demo_summary() -> dict[str, int]:
 
 # ТФОМС file exchanges switched on in the demo МО (X-4 switches; the attachment file and the
 # plan export need theirs, identification selects people only where it is on).
-DEMO_TFOMS_PROCEDURES = ("tfoms_identification", "tfoms_attachment", "tfoms_prof")
+DEMO_TFOMS_PROCEDURES = ("tfoms_identification", "tfoms_attachment", "tfoms_prof", "tfoms_hospitalisation",
+                         "tfoms_dispensary", "tfoms_insurance")
 
 
 def ensure_demo_tfoms() -> int:
-    """Switch the ТФОМС file exchanges on for the demo МО and select the last week's treatment
-    cases for identification (as the daily job would have), so a demo package can be formed."""
+    """Switch the ТФОМС exchanges (files and packets) on for the demo МО and select the last week's
+    treatment cases for identification (as the daily job would have), so a demo package can be
+    formed; the packet service sends the region's structure and stays at its first run."""
     from portal.admin.models import MoIntegration
     from portal.tfoms.ident import select_from_cases
 
@@ -1777,7 +1779,7 @@ def demo_data_command(once: bool, scale: int, seed: int, patients: int | None) -
         click.echo(f"  отклонено — {line}")
     click.echo(f"Демо-пользователей создано: {users}; токен API {'создан' if token else 'уже был'}; "
                f"демо-сертификатов создано: {keys}.")
-    click.echo(f"ТФОМС: файловый обмен включён для демо-МО; отобрано для идентификации: {selected}.")
+    click.echo(f"ТФОМС: обмен файлами и пакетами включён для демо-МО; отобрано для идентификации: {selected}.")
     click.echo("Логины и пароль: flask portal demo-logins")
 
 

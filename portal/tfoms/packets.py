@@ -26,7 +26,7 @@ import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import date, datetime
-from typing import Any, ClassVar
+from typing import Any
 
 from flask import current_app
 from sqlalchemy import func, or_
@@ -141,8 +141,7 @@ class PacketChannel(Channel):
     poll_seconds = 24 * 3600  # answers come through the reply queue, nothing to poll
     retry_base_seconds = 30
     retry_cap_seconds = 600
-    batch_size = 500
-    packet_types: ClassVar[tuple[str, ...]] = ()
+    batch_size = 200
 
     def __init__(self, name: str, title: str) -> None:
         self.name, self.title = name, title
@@ -457,10 +456,12 @@ def select_changes(mo_id: int | None = None, now: datetime | None = None) -> Sel
         return column.in_(ids) if ids else db.false()
 
     hosp_scope = lambda column: scope("tfoms_hospitalisation", column)  # noqa: E731
-    _stage1(writer, since, now, hosp_scope)
-    _stage2(writer, since, now, hosp_scope)
+    # The delivery claims the newest items first, so the order-263 roots, written last, lead the
+    # backlog and their children (queued when ТФОМС accepts them) follow ahead of the rest.
     _attachments(writer, since, now, scope("tfoms_attachment", Attachment.mo_id))
     _dispensary(writer, since, now, scope("tfoms_dispensary", DispensaryObservation.mo_id))
+    _stage2(writer, since, now, hosp_scope)
+    _stage1(writer, since, now, hosp_scope)
     if sync is None:
         db.session.add(TfomsSync(name=key, selected_until=now))
     else:
@@ -1135,7 +1136,8 @@ def exchange(
         wait = float(current_app.config.get("TFOMS_REPLY_WAIT_SECONDS", 10))
     deadline = time.monotonic() + wait
     while True:
-        sent = delivery.send_due(channel, mo_id=mo_id)
+        # One batch at a time, then the answers: children of accepted packets follow in the run.
+        sent = delivery.send_due(channel, mo_id=mo_id, now=utcnow(), limit=channel.batch_size)
         got = consume_replies()
         result.sent += sent
         result.answers += got.answers
