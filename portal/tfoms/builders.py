@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import re
 import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -287,9 +288,15 @@ def _branch_code(need: _Need, department: Department | None, required: bool = Tr
 
 
 def _bed_profile(
-    need: _Need, department: Department | None, *preferred: BedProfile | None
+    need: _Need,
+    department: Department | None,
+    *preferred: BedProfile | None,
+    stay: Hospitalisation | None = None,
 ) -> BedProfile | None:
-    """The bed profile named by the row, else the department's first (ПроМед takes the section's state)."""
+    """The bed profile named by the row, else the department's first (ПроМед takes the section's state).
+
+    An admission department has no beds of its own: a stay or a movement there is reported on the
+    profile the patient is admitted to — the referral's, else that of the stay's other movements."""
     for bed in preferred:
         if bed is not None:
             return bed
@@ -301,6 +308,16 @@ def _bed_profile(
         .order_by(BedProfile.id)
         .limit(1)
     )
+    if bed is None and stay is not None and department.kind == "admission":
+        bed = stay.referral.bed_profile if stay.referral is not None else None
+        if bed is None:
+            bed = db.session.scalar(
+                db.select(BedProfile)
+                .join(HospitalMovement, HospitalMovement.department_id == BedProfile.department_id)
+                .where(HospitalMovement.hospitalisation_id == stay.id)
+                .order_by(HospitalMovement.began_at, BedProfile.id)
+                .limit(1)
+            )
     return need(bed, f"У отделения «{department.name}» не указан коечный фонд (профиль коек)")
 
 
@@ -542,6 +559,20 @@ def _card_number(need: _Need, h: Hospitalisation) -> str | None:
     return need(h.card_number, "Не указан номер медицинской карты (КВС)")
 
 
+def _card_number_int(need: _Need, h: Hospitalisation) -> int | None:
+    """MOTION_IN_HOSPITAL and CANCEL_HOSPITALISATION take the card number as xs:int: a number
+    written «номер/год» goes as its number (ТФОМС links them by HOSPITALISATION_ID anyway)."""
+    text = _card_number(need, h)
+    if text is None:
+        return None
+    digits = re.match(r"\s*(\d{1,9})", text)
+    return (
+        int(digits.group(1))
+        if digits
+        else need(None, f"Номер медицинской карты «{text}» не начинается с цифр")
+    )
+
+
 def _hospitalisation(h: Hospitalisation, op: str, need: _Need, on: date, hid: int) -> Content:
     header = _header(op, on, _code_mo(need, h.mo), "H_ID", hid)
     if op == "Delete":
@@ -551,7 +582,7 @@ def _hospitalisation(h: Hospitalisation, op: str, need: _Need, on: date, hid: in
     same_department = (
         r is not None and r.bed_profile is not None and r.bed_profile.department_id == h.department_id
     )
-    bed = _bed_profile(need, department, r.bed_profile if same_department else None)
+    bed = _bed_profile(need, department, r.bed_profile if same_department else None, stay=h)
     sex, _, birth = _patient_base(need, p)
     policy = _policy(need, p, required=False)
     body = [
@@ -592,7 +623,7 @@ def _movement(m: HospitalMovement, op: str, need: _Need, on: date, hid: int) -> 
     if op == "Delete":
         return _packet(header, None, op)
     p, r = h.patient, h.referral
-    bed = _bed_profile(need, m.department, m.bed_profile)
+    bed = _bed_profile(need, m.department, m.bed_profile, stay=h)
     sex, _, birth = _patient_base(need, p)
     policy = _policy(need, p, required=True)
     body = [
@@ -608,7 +639,7 @@ def _movement(m: HospitalMovement, op: str, need: _Need, on: date, hid: int) -> 
         ("CARETYPE", None),
         ("DATE_IN", _day(m.began_at)),
         ("DATE_OUT", _day(m.ended_at)),
-        ("MED_CARD_NUMBER", _card_number(need, h)),
+        ("MED_CARD_NUMBER", _card_number_int(need, h)),
         ("HOSPITALISATION_DATE", _day(h.admitted_at)),
         ("POLICY_TYPE", policy.type),
         ("POLIS_SERIAL", policy.serial),
@@ -638,7 +669,7 @@ def _cancel_hospitalisation(h: Hospitalisation, op: str, need: _Need, on: date, 
         ("DATE_CANCEL", need(_day(h.refused_at), "Не указана дата отказа в госпитализации")),
         ("CANCEL_TYPE", 0),
         ("HOSPITALISATION_DIVISION", h.department_id),
-        ("MED_CARD_NUMBER", _card_number(need, h)),
+        ("MED_CARD_NUMBER", _card_number_int(need, h)),
         ("PATIENT", h.patient_id),
     ]
     return _packet(header, body, op)

@@ -270,11 +270,37 @@ def test_delete_goes_without_body_where_the_schema_allows(world):
 
 def test_schema_errors_surface_with_line_numbers(world):
     w = world
-    w.hospitalisation.card_number = "КВС-12"  # MOTION_IN_HOSPITAL wants a number
+    w.observation.diagnosis = "O24.4000000"  # DS_DISP is at most 10 characters
+    with pytest.raises(PacketBuildError) as caught:
+        builders.build("DN_IN", "Insert", w.observation, created_on=ON)
+    assert caught.value.errors[0].startswith("строка ")
+    assert "DS_DISP" in caught.value.errors[0]
+
+
+def test_card_number_goes_as_a_number_where_the_schema_wants_one(world):
+    w = world
+    w.hospitalisation.card_number = "20/26"  # «номер/год», as КВС are numbered
+    motion = builders.flat(builders.build("MOTION_IN_HOSPITAL", "Insert", w.movement, created_on=ON))
+    hosp = builders.flat(builders.build("HOSPITALISATION", "Insert", w.hospitalisation, created_on=ON))
+    assert (motion["MED_CARD_NUMBER"], hosp["MED_CARD_NUMBER"]) == ("20", "20/26")
+    w.hospitalisation.card_number = "КВС-12"
     with pytest.raises(PacketBuildError) as caught:
         builders.build("MOTION_IN_HOSPITAL", "Insert", w.movement, created_on=ON)
-    assert caught.value.errors[0].startswith("строка ")
-    assert "MED_CARD_NUMBER" in caught.value.errors[0]
+    assert caught.value.errors == ["Номер медицинской карты «КВС-12» не начинается с цифр"]
+
+
+def test_admission_department_reports_the_profile_the_patient_is_admitted_to(world):
+    w = world
+    admission = make_department(w.mo, kind="admission", branch_id=w.branch.id, name="Приёмное отделение")
+    stay = make_hospitalisation(w.patient, admission)
+    first = make_movement(stay, department_id=admission.id)
+    make_movement(stay, department_id=w.department.id)
+    motion = builders.flat(builders.build("MOTION_IN_HOSPITAL", "Insert", first, created_on=ON))
+    assert (motion["DIVISION"], motion["DLSB"]) == (str(admission.id), str(w.bed.id))
+    lone = make_hospitalisation(w.patient, admission)  # refused in admission: nothing to take
+    with pytest.raises(PacketBuildError) as caught:
+        builders.build("HOSPITALISATION", "Insert", lone, created_on=ON)
+    assert caught.value.errors == ["У отделения «Приёмное отделение» не указан коечный фонд (профиль коек)"]
 
     xml = builders.build("HOSPITALISATION", "Insert", w.hospitalisation, created_on=ON)
     too_long = xml.replace(b"<OPERATIONTYPE>Insert<", b"<OPERATIONTYPE>Inserted<")
