@@ -1080,8 +1080,8 @@ def parse_polis(payload: Any) -> dict[str, Any]:
         raise ValueError("smo_code — код СМО по F002, до 5 символов.")
     values["smo_code"] = smo
     kind = str(payload.get("policy_type") or "").strip()
-    if kind not in ("1", "2", "3"):
-        raise ValueError("policy_type — тип полиса по F008: 1, 2 или 3.")
+    if kind not in ("1", "2", "3", "4", "5"):
+        raise ValueError("policy_type — тип полиса по F008: от 1 до 5.")
     values["policy_type"] = int(kind)
     number = str(payload.get("number") or "").strip()
     if not number or len(number) > 16:
@@ -1253,7 +1253,7 @@ form{{border:1px solid #ccc;padding:1rem}}label{{display:inline-block;margin:.2r
 <label>ID в РС ЕРЗ (bdz_id) <input name="bdz_id" required></label>
 <label>ЕНП <input name="enp" required maxlength="16"></label>
 <label>Код СМО <input name="smo_code" required maxlength="5"></label>
-<label>Тип полиса (F008) <input name="policy_type" value="3" required></label>
+<label>Тип полиса (F008) <input name="policy_type" value="4" required></label>
 <label>Номер полиса <input name="number" required maxlength="16"></label>
 <label>Серия <input name="series" maxlength="10"></label>
 <label>Начало <input name="begin" type="date" required></label>

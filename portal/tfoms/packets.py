@@ -25,7 +25,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from typing import Any
 
 from flask import current_app
@@ -886,6 +886,37 @@ def process_polis(message: transport.Message) -> TfomsPacket:
     return packet
 
 
+def _replaced_policy(conflict: Any, new: Any) -> Any:
+    """The open policy a change of insurance replaces: same ЕНП, begun before the new one."""
+    if conflict is None or not new.enp or conflict.enp != new.enp or new.begin is None:
+        return None
+    return conflict if (conflict.begin or date.min) < new.begin else None
+
+
+def _close_policy(patient: Patient, old: Any, end: date) -> None:
+    from portal.clinical.models import PatientPolicy
+
+    if old.id is not None:
+        db.session.get(PatientPolicy, old.id).end_on = end
+    else:  # the current policy columns: keep it in the history, closed
+        db.session.add(
+            PatientPolicy(
+                patient_id=patient.id,
+                kind=old.kind,
+                series=old.series,
+                number=old.number,
+                enp=old.enp,
+                insurer_code=old.insurer_code,
+                begin_on=old.begin,
+                end_on=end,
+                source="tfoms_polis",
+                created_at=utcnow(),
+            )
+        )
+        patient.policy_end = end
+    db.session.flush()
+
+
 def _find_patient(polis: Any) -> Patient | None:
     conditions = [Patient.enp == polis.enp] if polis.enp else []
     if polis.number:
@@ -913,7 +944,13 @@ def _apply_polis(patient: Patient, polis: Any) -> list[tuple[int, str]]:
         polis.begin_on,
         polis.end_on,
     )
-    same, conflict = match_policy(existing_policies([patient.id]).get(patient.id, ()), new)
+    olds = existing_policies([patient.id]).get(patient.id, [])
+    same, conflict = match_policy(olds, new)
+    replaced = _replaced_policy(conflict, new)
+    if replaced is not None:  # a change of СМО for the same ЕНП: the previous policy ends the day before
+        _close_policy(patient, replaced, new.begin - timedelta(days=1))
+        olds = existing_policies([patient.id]).get(patient.id, [])
+        same, conflict = match_policy(olds, new)
     if conflict is not None:
         return [
             (

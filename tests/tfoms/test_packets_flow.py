@@ -459,7 +459,8 @@ def test_insurance_change_overlapping_a_policy_is_refused_with_an_error_answer(e
         policy_type=1,
         number="123456",
         series="ВЛГ",
-        begin=date(2024, 1, 1),
+        begin=date(2019, 1, 1),  # before the policy the patient has had since 2020: not a replacement
+        end=date(2021, 12, 31),
     )
     db.session.commit()
     packets.exchange(packets.CHANNEL, wait=0, select=False)
@@ -472,6 +473,52 @@ def test_insurance_change_overlapping_a_policy_is_refused_with_an_error_answer(e
     assert patient.insurer_code == "35001"
     pump(env)
     assert [a["ok"] for a in env.standin.polis_answers] == [False, False]
+
+
+def test_change_of_insurer_for_the_same_enp_closes_the_previous_policy(env):
+    mo = f.make_mo()
+    switch_on(mo, "tfoms_insurance")
+    f.make_insurer("35001")
+    f.make_insurer("35002")
+    enp = f.valid_enp(4444)
+    patient = f.make_patient(
+        mo,
+        enp=enp,
+        policy_kind="Э",
+        policy_number=enp,
+        insurer_code="35001",
+        policy_begin=date(2020, 1, 1),
+        policy_end=None,
+    )
+    db.session.commit()
+    env.standin.send_polis(
+        env.broker,
+        env.queues["reply"],
+        bdz_id=9004,
+        enp=enp,
+        smo_code="35002",
+        policy_type=4,
+        number=enp,
+        begin=date(2026, 1, 1),
+    )
+    db.session.commit()
+    packets.exchange(packets.CHANNEL, wait=0, select=False)
+    assert by_type("POLIS")[0].status == PACKET_PROCESSED
+    db.session.refresh(patient)
+    assert (patient.insurer_code, patient.policy_begin, patient.policy_end) == (
+        "35002",
+        date(2026, 1, 1),
+        None,
+    )
+    history = db.session.scalars(
+        db.select(PatientPolicy)
+        .where(PatientPolicy.patient_id == patient.id)
+        .order_by(PatientPolicy.begin_on)
+    ).all()
+    assert [(p.insurer_code, p.begin_on, p.end_on) for p in history] == [
+        ("35001", date(2020, 1, 1), date(2025, 12, 31)),
+        ("35002", date(2026, 1, 1), None),
+    ]
 
 
 # --- prophylactic plans, one message per person ----------------------------------------------------------
