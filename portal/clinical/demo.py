@@ -1720,9 +1720,11 @@ def ensure_demo_tfoms() -> int:
     from portal.tfoms.ident import select_from_cases
 
     mo_ids = list(db.session.scalars(db.select(Mo.id).where(Mo.source_id.startswith(PREFIX))))
-    existing = set(db.session.execute(
-        db.select(MoIntegration.mo_id, MoIntegration.key).where(MoIntegration.mo_id.in_(mo_ids))
-    ).tuples())
+    existing = {
+        (mo_id, key) for mo_id, key in db.session.execute(
+            db.select(MoIntegration.mo_id, MoIntegration.key).where(MoIntegration.mo_id.in_(mo_ids))
+        )
+    }
     for mo_id in mo_ids:
         for key in DEMO_TFOMS_PROCEDURES:
             if (mo_id, key) not in existing:
