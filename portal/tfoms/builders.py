@@ -287,6 +287,21 @@ def _branch_code(need: _Need, department: Department | None, required: bool = Tr
     return need(branch.code, f"Не указан код подразделения «{branch.name}»")
 
 
+def _first_bed_profile(department_id: int) -> BedProfile | None:
+    """The department's first bed profile, looked up once per delivery pass."""
+    from portal.exchange.delivery import memo
+
+    return memo(
+        ("tfoms_first_bed_profile", department_id),
+        lambda: db.session.scalar(
+            db.select(BedProfile)
+            .where(BedProfile.department_id == department_id)
+            .order_by(BedProfile.id)
+            .limit(1)
+        ),
+    )
+
+
 def _bed_profile(
     need: _Need,
     department: Department | None,
@@ -302,12 +317,7 @@ def _bed_profile(
             return bed
     if department is None:
         return None
-    bed = db.session.scalar(
-        db.select(BedProfile)
-        .where(BedProfile.department_id == department.id)
-        .order_by(BedProfile.id)
-        .limit(1)
-    )
+    bed = _first_bed_profile(department.id)
     if bed is None and stay is not None and department.kind == "admission":
         bed = stay.referral.bed_profile if stay.referral is not None else None
         if bed is None:

@@ -30,6 +30,7 @@ from typing import Any
 
 from flask import current_app
 from sqlalchemy import func, or_
+from sqlalchemy.orm import joinedload
 
 from portal.admin import services as admin_services
 from portal.admin.audit import audit
@@ -265,7 +266,10 @@ def build_packet(packet: TfomsPacket) -> bytes:
     from portal.tfoms.builders import PacketBuildError, build
 
     model = OBJECT_MODELS.get(packet.object_type or "")
-    obj = db.session.get(model, packet.object_id) if model is not None else None
+    obj = None
+    if model is not None:  # the row with its patient in one query (МО and departments repeat: identity map)
+        related = [joinedload(model.patient)] if hasattr(model, "patient") else []
+        obj = db.session.get(model, packet.object_id, options=related)
     if obj is None:
         raise PacketBuildError([f"Объект пакета не найден: {packet.object_type} №{packet.object_id}"])
     return build(packet.packet_type, packet.operation or "Insert", obj, created_on=date.today())
