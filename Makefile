@@ -70,6 +70,7 @@ bench: setup-test
 	$(BIN)/python bench/intake.py
 	$(BIN)/python bench/vimis.py
 	$(BIN)/python bench/tfoms_files.py
+	$(BIN)/python bench/tfoms_amqp.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info
