@@ -373,7 +373,7 @@ def _parse_person(item: Any, n: int) -> Person:
                 raise ValueError(f"{where}: не указано поле {name}.")
             value = ""
         values[name] = _text(where, name, value, _LENGTHS[name.upper()])
-    values["dr"] = _date(where, "dr", item.get("dr"), required=True)
+    values["dr"] = date_field(where, "dr", item.get("dr"), required=True)
     outcome = item.get("outcome", "insured")
     if outcome not in OUTCOMES:
         raise ValueError(f"{where}: исход «{outcome}» неизвестен; допустимы {', '.join(OUTCOMES)}.")
@@ -382,7 +382,7 @@ def _parse_person(item: Any, n: int) -> Person:
         if item.get(name) is not None:
             values[name] = _text(where, name, item[name], _LENGTHS[name.upper()]) or None
     for name in ("rdbeg", "rdend"):
-        values[name] = _date(where, name, item.get(name), required=False)
+        values[name] = date_field(where, name, item.get(name), required=False)
     ropdoc = item.get("ropdoc")
     if ropdoc is not None:
         if isinstance(ropdoc, bool) or ropdoc not in POLICY_TYPES:
@@ -414,7 +414,7 @@ def _text(where: str, name: str, value: Any, length: int) -> str:
     return value.strip()
 
 
-def _date(where: str, name: str, value: Any, *, required: bool) -> date | None:
+def date_field(where: str, name: str, value: Any, *, required: bool) -> date | None:
     if value is None or value == "":
         if required:
             raise ValueError(f"{where}: не указано поле {name} (дата ГГГГ-ММ-ДД).")

@@ -53,7 +53,7 @@ from flask import Blueprint, Flask, Response, current_app, jsonify, request
 from lxml import etree
 
 from simulators.server import Control, register_simulator
-from simulators.tfoms import enp_is_valid
+from simulators.tfoms import date_field, enp_is_valid
 
 log = logging.getLogger("simulators.tfoms_amqp")
 
@@ -1031,6 +1031,7 @@ def page():
     return Response(_page(), content_type="text/html; charset=utf-8")
 
 
+POLIS_WHERE = "Изменение страховой принадлежности"
 POLIS_FIELDS = ("bdz_id", "enp", "smo_code", "policy_type", "number", "begin", "end", "series", "operation")
 # builders.build_polis person keys (the Polis field names).
 PERSON_FIELDS = (
@@ -1087,8 +1088,8 @@ def parse_polis(payload: Any) -> dict[str, Any]:
     if not number or len(number) > 16:
         raise ValueError("number — номер полиса, до 16 символов.")
     values["number"] = number
-    values["begin"] = _parse_date("begin", payload.get("begin"), required=True)
-    end = _parse_date("end", payload.get("end"), required=False)
+    values["begin"] = date_field(POLIS_WHERE, "begin", payload.get("begin"), required=True)
+    end = date_field(POLIS_WHERE, "end", payload.get("end"), required=False)
     if end is not None and end < values["begin"]:
         raise ValueError("Дата окончания полиса end раньше даты начала begin.")
     values["end"] = end
@@ -1112,24 +1113,11 @@ def parse_polis(payload: Any) -> dict[str, Any]:
         missing = [title for key, title in PERSON_REQUIRED.items() if key not in person]
         if missing:
             raise ValueError(f"Данные человека неполны: не указаны {', '.join(missing)}.")
-        person["birth_date"] = _parse_date("birth_date", person["birth_date"], required=True)
+        person["birth_date"] = date_field(POLIS_WHERE, "birth_date", person["birth_date"], required=True)
         if person["sex"] not in ("M", "F"):
             raise ValueError("sex — пол: M мужской, F женский.")
     values["person"] = person or None
     return values
-
-
-def _parse_date(name: str, value: Any, *, required: bool) -> date | None:
-    if value in (None, ""):
-        if required:
-            raise ValueError(f"Не указана дата {name} (ГГГГ-ММ-ДД).")
-        return None
-    try:
-        if not isinstance(value, str) or len(value) != 10:
-            raise ValueError
-        return date.fromisoformat(value)
-    except ValueError:
-        raise ValueError(f"{name} — дата в виде ГГГГ-ММ-ДД, а не «{value}».") from None
 
 
 @bp.post("/_polis")

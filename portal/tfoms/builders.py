@@ -366,6 +366,32 @@ def _policy(need: _Need, p: Patient, required: bool) -> _Policy:
     return _Policy(policy_type, series if series and series.isdigit() else None, series, number, smo)
 
 
+def _insured(policy: _Policy, p: Patient, sex: int | None, birth: date | None) -> Content:
+    """The policy and the person, in the order the order-263 packets share."""
+    return [
+        ("POLICY_TYPE", policy.type),
+        ("POLIS_SERIAL", policy.serial),
+        ("POLIS_NUMBER", policy.number),
+        ("SMO", policy.smo),
+        ("FIRST_NAME", p.first_name),
+        ("LAST_NAME", p.last_name),
+        ("FATHER_NAME", p.middle_name),
+        ("SEX", sex),
+        ("BIRTHDAY", birth),
+    ]
+
+
+def _beds(bed: BedProfile | None) -> Content:
+    """V002 profile, V020 bed profile, the division–profile link and the care type (HOSPITALISATION,
+    MOTION_IN_HOSPITAL; a referral names them in another order)."""
+    return [
+        ("STRUCTURE_BED", bed.care_profile if bed else None),
+        ("BEDPROFIL", bed.profile if bed else None),
+        ("DLSB", bed.id if bed else None),
+        ("CARETYPE", None),
+    ]
+
+
 def _another_region(p: Patient, mo: Mo) -> int:
     insurer, code = (p.insurer_code or "").strip(), (mo.f003_code or "").strip()
     return 1 if insurer[:2] and code[:2] and insurer[:2] != code[:2] else 0
@@ -521,15 +547,7 @@ def _referral(r: HospitalReferral, op: str, need: _Need, on: date, hid: int) -> 
         ("DIAGNOSIS", r.diagnosis_text),
         ("PLANNED_DATE", hospitalisation_date),
         ("DOC_CODE", doc_code),
-        ("POLICY_TYPE", policy.type),
-        ("POLIS_SERIAL", policy.serial),
-        ("POLIS_NUMBER", policy.number),
-        ("SMO", policy.smo),
-        ("FIRST_NAME", p.first_name),
-        ("LAST_NAME", p.last_name),
-        ("FATHER_NAME", p.middle_name),
-        ("SEX", sex),
-        ("BIRTHDAY", birth),
+        *_insured(policy, p, sex, birth),
         ("PHONE", (p.phone or "").strip() or NO_PHONE),
         ("PATIENT", p.id),
         ("ANOTHER_REGION", _another_region(p, r.mo)),
@@ -606,19 +624,8 @@ def _hospitalisation(h: Hospitalisation, op: str, need: _Need, on: date, hid: in
         ("FORM_MEDICAL_CARE", 1 if h.emergency else 0),
         ("HOSPITALISATION_DATE", _day(h.admitted_at)),
         ("HOSPITALISATION_TIME", h.admitted_at),
-        ("POLICY_TYPE", policy.type),
-        ("POLIS_SERIAL", policy.serial),
-        ("POLIS_NUMBER", policy.number),
-        ("SMO", policy.smo),
-        ("FIRST_NAME", p.first_name),
-        ("LAST_NAME", p.last_name),
-        ("FATHER_NAME", p.middle_name),
-        ("SEX", sex),
-        ("BIRTHDAY", birth),
-        ("STRUCTURE_BED", bed.care_profile if bed else None),
-        ("BEDPROFIL", bed.profile if bed else None),
-        ("DLSB", bed.id if bed else None),
-        ("CARETYPE", None),
+        *_insured(policy, p, sex, birth),
+        *_beds(bed),
         ("MED_CARD_NUMBER", _card_number(need, h)),
         ("MKB", need(h.diagnosis, "Не указан диагноз при поступлении (МКБ-10)")),
         ("DIAGNOSIS", h.diagnosis_text),
@@ -643,23 +650,12 @@ def _movement(m: HospitalMovement, op: str, need: _Need, on: date, hid: int) -> 
         ("HOSPITALISATION_TYPE", 1 if h.emergency else 0),
         ("BRANCH", _branch_code(need, m.department)),
         ("DIVISION", m.department_id),
-        ("STRUCTURE_BED", bed.care_profile if bed else None),
-        ("BEDPROFIL", bed.profile if bed else None),
-        ("DLSB", bed.id if bed else None),
-        ("CARETYPE", None),
+        *_beds(bed),
         ("DATE_IN", _day(m.began_at)),
         ("DATE_OUT", _day(m.ended_at)),
         ("MED_CARD_NUMBER", _card_number_int(need, h)),
         ("HOSPITALISATION_DATE", _day(h.admitted_at)),
-        ("POLICY_TYPE", policy.type),
-        ("POLIS_SERIAL", policy.serial),
-        ("POLIS_NUMBER", policy.number),
-        ("SMO", policy.smo),
-        ("FIRST_NAME", p.first_name),
-        ("LAST_NAME", p.last_name),
-        ("FATHER_NAME", p.middle_name),
-        ("SEX", sex),
-        ("BIRTHDAY", birth),
+        *_insured(policy, p, sex, birth),
         ("PATIENT", p.id),
     ]
     return _packet(header, body, op)

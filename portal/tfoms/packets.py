@@ -1034,14 +1034,24 @@ def forbid_resend(packet: TfomsPacket, user: User) -> None:
     if item is not None and item.state in (SENDING, UNKNOWN):
         raise PacketError("Пакет сейчас отправляется; повторите через минуту.")
     packet.no_resend = True
-    channel = channel_of(packet)
     if item is not None and item.state == QUEUED:
-        delivery.cancel(channel, item, "Не отправлять повторно", user_id=user.id)
+        delivery.cancel(channel_of(packet), item, "Не отправлять повторно", user_id=user.id)
+    _record(
+        packet,
+        user,
+        "tfoms.packet.forbid",
+        "Установлен запрет повторной отправки пакета",
+        "Не отправлять повторно",
+    )
+
+
+def _record(packet: TfomsPacket, user: User, action: str, message: str, audit_text: str) -> None:
+    """A user's action on a packet: a line of its journal and of the audit log."""
     delivery.journal(
-        channel,
+        channel_of(packet),
         None,
         "Запрет отправки",
-        "Установлен запрет повторной отправки пакета",
+        message,
         subject=("tfoms_packet", packet.id),
         mo_id=packet.mo_id,
         user_id=user.id,
@@ -1049,8 +1059,8 @@ def forbid_resend(packet: TfomsPacket, user: User) -> None:
         packet_type=packet.packet_type,
     )
     audit(
-        "tfoms.packet.forbid",
-        f"Не отправлять повторно: пакет {packet.packet_type} {packet.message_id}",
+        action,
+        f"{audit_text}: пакет {packet.packet_type} {packet.message_id}",
         obj=packet,
         mo_id=packet.mo_id,
         user=user,
@@ -1065,7 +1075,6 @@ def allow_resend(packet: TfomsPacket, user: User) -> None:
     if not packet.no_resend:
         raise PacketError("Запрета повторной отправки у пакета нет.")
     packet.no_resend = False
-    channel = channel_of(packet)
     item = _latest_item(packet)
     queued_again = False
     parent = db.session.get(TfomsPacket, packet.after_id) if packet.after_id else None
@@ -1077,25 +1086,13 @@ def allow_resend(packet: TfomsPacket, user: User) -> None:
     ):
         _requeue(packet)
         queued_again = True
-    delivery.journal(
-        channel,
-        None,
-        "Запрет отправки",
-        "Запрет повторной отправки снят" + (": пакет поставлен в очередь" if queued_again else ""),
-        subject=("tfoms_packet", packet.id),
-        mo_id=packet.mo_id,
-        user_id=user.id,
-        packet_id=packet.message_id,
-        packet_type=packet.packet_type,
-    )
-    audit(
+    _record(
+        packet,
+        user,
         "tfoms.packet.allow",
-        f"Снят запрет отправки: пакет {packet.packet_type} {packet.message_id}",
-        obj=packet,
-        mo_id=packet.mo_id,
-        user=user,
+        "Запрет повторной отправки снят" + (": пакет поставлен в очередь" if queued_again else ""),
+        "Снят запрет отправки",
     )
-    db.session.flush()
 
 
 admin_services.ACTION_LABELS.setdefault("tfoms.packet.forbid", "Запрет повторной отправки пакета ТФОМС")
