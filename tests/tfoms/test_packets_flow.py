@@ -425,11 +425,14 @@ def test_insurance_change_from_tfoms_updates_the_patient_and_is_answered(env):
     assert by_type("ANSWER")[0].status == PACKET_SENT
 
 
-def test_insurance_change_overlapping_a_policy_is_refused_with_an_error_answer(env):
+def insured_since_2020(n: int):
+    """A patient of an МО with insurance changes switched on, insured by СМО 35001 since 2020."""
     mo = f.make_mo()
     switch_on(mo, "tfoms_insurance")
-    f.make_insurer("35002")
-    enp = f.valid_enp(4343)
+    for code in ("35001", "35002"):
+        if db.session.scalar(db.select(f.Insurer).where(f.Insurer.code == code)) is None:
+            f.make_insurer(code)
+    enp = f.valid_enp(n)
     patient = f.make_patient(
         mo,
         enp=enp,
@@ -440,6 +443,12 @@ def test_insurance_change_overlapping_a_policy_is_refused_with_an_error_answer(e
         policy_end=None,
     )
     db.session.commit()
+    return patient
+
+
+def test_insurance_change_overlapping_a_policy_is_refused_with_an_error_answer(env):
+    patient = insured_since_2020(4343)
+    enp = patient.enp
     env.standin.send_polis(
         env.broker,
         env.queues["reply"],
@@ -476,21 +485,8 @@ def test_insurance_change_overlapping_a_policy_is_refused_with_an_error_answer(e
 
 
 def test_change_of_insurer_for_the_same_enp_closes_the_previous_policy(env):
-    mo = f.make_mo()
-    switch_on(mo, "tfoms_insurance")
-    f.make_insurer("35001")
-    f.make_insurer("35002")
-    enp = f.valid_enp(4444)
-    patient = f.make_patient(
-        mo,
-        enp=enp,
-        policy_kind="Э",
-        policy_number=enp,
-        insurer_code="35001",
-        policy_begin=date(2020, 1, 1),
-        policy_end=None,
-    )
-    db.session.commit()
+    patient = insured_since_2020(4444)
+    enp = patient.enp
     env.standin.send_polis(
         env.broker,
         env.queues["reply"],
