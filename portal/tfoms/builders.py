@@ -691,12 +691,7 @@ def _attachment(a: Attachment, op: str, need: _Need, on: date, hid: int) -> Cont
     method = need((a.method or "").strip(), "Не указан способ прикрепления")
     branch = a.department.branch if a.department is not None else None
     pers = [
-        ("ID_PAC", p.id),
-        ("FAM", p.last_name),
-        ("IM", p.first_name),
-        ("OT", p.middle_name),
-        ("W", w),
-        ("DR", birth),
+        *_person(p, w, birth),
         ("SMO", policy.smo),
         ("VPOLIS", policy.type),
         ("SPOLIS", policy.series),
@@ -717,6 +712,18 @@ def _attachment(a: Attachment, op: str, need: _Need, on: date, hid: int) -> Cont
     return [("ZGLV", zglv), ("PERS", pers)]  # PERS even for a Delete: ZGLV does not name the attachment
 
 
+def _person(p: Patient, w: int | None, birth: date | None) -> Content:
+    """The person as the ZGLV-style packets (ATTACH_DATA, DN_IN, DN_OUT) open their record."""
+    return [
+        ("ID_PAC", p.id),
+        ("FAM", p.last_name),
+        ("IM", p.first_name),
+        ("OT", p.middle_name),
+        ("W", w),
+        ("DR", birth),
+    ]
+
+
 def _visit_months(start: date, krat: int | None) -> list[int]:
     """DN_MONTH1…: KRAT visits spread evenly over the twelve months from the month observation began."""
     count = max(1, min(12, krat or 1))
@@ -728,12 +735,7 @@ def _dispensary_person(need: _Need, o: DispensaryObservation) -> Content:
     _, w, birth = _patient_base(need, p)
     policy = _policy(need, p, required=True)
     return [
-        ("ID_PAC", p.id),
-        ("FAM", p.last_name),
-        ("IM", p.first_name),
-        ("OT", p.middle_name),
-        ("W", w),
-        ("DR", birth),
+        *_person(p, w, birth),
         ("VPOLIS", policy.type),
         ("SPOLIS", policy.series),
         ("NPOLIS", policy.number),

@@ -739,30 +739,21 @@ def _journal_poison(message: transport.Message, error: str) -> None:
     )
 
 
-def _settle(reply: Any, message: transport.Message) -> bool:
-    packet = (
-        db.session.scalar(
-            db.select(TfomsPacket).where(
-                TfomsPacket.message_id == reply.message_id, TfomsPacket.direction == OUTGOING
-            )
-        )
-        if reply.message_id
-        else None
+def _by_message_id(message_id: str | None, direction: str) -> TfomsPacket | None:
+    if not message_id:
+        return None
+    return db.session.scalar(
+        db.select(TfomsPacket).where(TfomsPacket.message_id == message_id, TfomsPacket.direction == direction)
     )
+
+
+def _settle(reply: Any, message: transport.Message) -> bool:
+    packet = _by_message_id(reply.message_id, OUTGOING)
     if packet is None:
         _journal_poison(message, f"ответ на неизвестный пакет {reply.message_id or '(без идентификатора)'}")
         return False
     channel = channel_of(packet)
-    item = db.session.scalar(
-        db.select(WorkItem)
-        .where(
-            WorkItem.channel == channel.name,
-            WorkItem.subject_type == "tfoms_packet",
-            WorkItem.subject_id == packet.id,
-        )
-        .order_by(WorkItem.id.desc())
-        .limit(1)
-    )
+    item = _latest_item(packet)
     if item is None or item.state not in (WAITING, SENDING, UNKNOWN):
         return True  # a repeated answer: the packet is already settled
     packet.answer = {"answer": True, "ok": reply.ok, "errors": reply.errors, "packet": reply.data}
@@ -803,15 +794,7 @@ def process_polis(message: transport.Message) -> TfomsPacket:
     """Save an insurance change from ТФОМС and queue our answer; a repeat is answered once."""
     from portal.tfoms.builders import MalformedReply, flat, parse_polis
 
-    existing = (
-        db.session.scalar(
-            db.select(TfomsPacket).where(
-                TfomsPacket.message_id == message.message_id, TfomsPacket.direction == INCOMING
-            )
-        )
-        if message.message_id
-        else None
-    )
+    existing = _by_message_id(message.message_id, INCOMING)
     if existing is not None:
         return existing
     packet = TfomsPacket(
