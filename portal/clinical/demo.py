@@ -1207,15 +1207,17 @@ BRANCHES: dict[int, tuple[tuple[str, str, str, tuple[str, ...]], ...]] = {
 
 # Bed profiles of the obstetric in-patient departments, by role: (V020 bed profile, share of the
 # department's beds). Care profile V002 136 «акушерство и гинекология» for all of them.
-# V020: 3 акушерские для беременных и рожениц, 4 акушерские патологии беременности, 1 гинекологические.
+# V020 (clinical.models.BED_PROFILE_NAMES): 2 для беременных и рожениц, 3 патологии беременности,
+# 4 гинекологические.
 OBSTETRIC_CARE = 136
+BIRTH_BEDS, PATHOLOGY_BEDS, GYNECOLOGY_BEDS = 2, 3, 4
 BED_PROFILES: dict[str, tuple[tuple[int, float], ...]] = {
-    "perinatal": ((3, 0.7), (4, 0.3)),
-    "delivery": ((3, 1.0),),
-    "observation": ((3, 1.0),),
-    "pathology": ((4, 1.0),),
-    "gynecology": ((1, 1.0),),
-    "day": ((4, 0.6), (1, 0.4)),
+    "perinatal": ((BIRTH_BEDS, 0.7), (PATHOLOGY_BEDS, 0.3)),
+    "delivery": ((BIRTH_BEDS, 1.0),),
+    "observation": ((BIRTH_BEDS, 1.0),),
+    "pathology": ((PATHOLOGY_BEDS, 1.0),),
+    "gynecology": ((GYNECOLOGY_BEDS, 1.0),),
+    "day": ((PATHOLOGY_BEDS, 0.6), (GYNECOLOGY_BEDS, 0.4)),
 }
 FULL_PROFILE = (2, "pathology")  # no free beds today: referrals there are cancelled for «Отсутствие мест»
 
@@ -1337,16 +1339,16 @@ class _Hospital:
         return f"{number}/{at.year % 100:02d}"
 
     def profile(self, mo: DemoMo, role: str, stay: _Stay | None) -> str | None:
-        """The bed profile a stay in this department is on: births on 3, pathology on 4, gynaecology on 1."""
+        """The bed profile a stay in this department is on: births, pathology or gynaecology beds."""
         profiles = self.region.bed_profiles.get((mo.n, role))
         if not profiles:
             return None
         if stay is not None and stay.outcome in ("abortion", "miscarriage", "ectopic"):
-            wanted = 1
+            wanted = GYNECOLOGY_BEDS
         elif stay is not None and stay.outcome in ("birth", "other"):
-            wanted = 3
+            wanted = BIRTH_BEDS
         else:
-            wanted = 4
+            wanted = PATHOLOGY_BEDS
         return profiles.get(wanted) or next(iter(profiles.values()))
 
     def admission_diagnosis(self, stay: _Stay) -> str:

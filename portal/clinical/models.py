@@ -63,6 +63,15 @@ CANCEL_SOURCES: dict[str, str] = {
     "3": "СМО / ТФОМС",
 }
 
+# Obstetric and gynaecological bed profiles (ФОМС V020) the portal names: the demo's beds and the
+# «Профиль койки» of the free beds request.
+BED_PROFILE_NAMES: dict[int, str] = {
+    2: "Для беременных и рожениц",
+    3: "Патологии беременности",
+    4: "Гинекологические",
+    5: "Гинекологические для вспомогательных репродуктивных технологий",
+}
+
 # Outcome of a movement in hospital (MOTION_IN_HOSPITAL/OUTCOME).
 MOVEMENT_OUTCOMES: dict[str, str] = {
     "1": "Улучшение / выздоровление",

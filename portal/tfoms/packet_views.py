@@ -25,7 +25,7 @@ from sqlalchemy.orm import joinedload
 from portal.admin.services import contains_ci
 from portal.auth.access import requires
 from portal.auth.scoping import filter_mo_id, mo_choices, scoped
-from portal.clinical.models import Mo
+from portal.clinical.models import BED_PROFILE_NAMES, Mo
 from portal.dates import parse_date
 from portal.extensions import db
 from portal.journal.services import packet_lines
@@ -81,13 +81,7 @@ STATUS_COLOURS: dict[str, str] = {
 _CHANNEL_RE = re.compile(r"[a-z0-9_]{1,32}")
 _TYPE_RE = re.compile(r"[A-Z0-9_]{1,40}")
 
-# «Профиль койки» of the free-beds request: the obstetric and gynaecological V020 profiles.
-BED_PROFILES: dict[int, str] = {
-    2: "Для беременных и рожениц",
-    3: "Патологии беременности",
-    4: "Гинекологические",
-    5: "Гинекологические для вспомогательных репродуктивных технологий",
-}
+BED_PROFILES = BED_PROFILE_NAMES  # «Профиль койки» of the free-beds request
 
 
 # --- the packet list ----------------------------------------------------------------------------

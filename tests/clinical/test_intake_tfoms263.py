@@ -676,7 +676,7 @@ def test_demo_structure_has_branches_and_bed_profiles(demo):
         assert profile["care_profile"] == 136
         assert profile["free"] == profile["beds"] - profile["beds_repair"] - profile["occupied"] >= 0
         assert profile["actual_on"] == TODAY.isoformat()
-    assert {p["profile"] for p in demo["bed_profile"]} == {1, 3, 4}
+    assert {p["profile"] for p in demo["bed_profile"]} == {2, 3, 4}  # V020: births, pathology, gynaecology
     assert any(p["free"] == 0 for p in demo["bed_profile"]), "a department with no free beds"
     for department_id in {p["department"] for p in demo["bed_profile"]}:
         beds = sum(p["beds"] for p in demo["bed_profile"] if p["department"] == department_id)
