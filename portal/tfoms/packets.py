@@ -396,17 +396,19 @@ class _Writer:
         self,
         packet_type: str,
         obj_type: str,
-        obj_id: int,
-        mo_id: int | None,
+        row: Any,
         latest: _Latest,
         *,
         delete: bool = False,
         parent: TfomsPacket | None = None,
     ) -> TfomsPacket | None:
-        """The packet this change needs, or None when nothing is to be sent."""
+        """The packet this change of `row` needs, or None when nothing is to be sent."""
+        obj_id, mo_id = row.id, row.mo_id
         last = latest.get(packet_type, obj_type, obj_id)
         if _pending(last) and (last.operation == "Delete") == delete:
             return last  # not gone yet: it goes with today's data
+        if not delete and last is not None and last.created_at >= row.updated_at:
+            return None  # already sent since it changed (by a run for one МО)
         if delete:
             if last is None or last.operation == "Delete":
                 return None  # ТФОМС never had it, or has had it deleted
@@ -504,23 +506,21 @@ def _stage1(writer: _Writer, since: datetime | None, now: datetime, scope: Calla
 
     for branch in branches:
         if not branch.closed_on:
-            writer.write("BRANCH", "branch", branch.id, branch.mo_id, latest_branch)
+            writer.write("BRANCH", "branch", branch, latest_branch)
     last_delete: dict[int, TfomsPacket] = {}  # branch id → the last DELETE of its departments
     for dep in departments:
         if dep.closed_on:
             continue
         parent = _inserted(latest_branch, "BRANCH", "branch", dep.branch_id) if dep.branch_id else None
-        writer.write("DIVISION", "department", dep.id, dep.mo_id, latest_dep, parent=parent)
+        writer.write("DIVISION", "department", dep, latest_dep, parent=parent)
     for bed in beds:
         dep = departments_by_id.get(bed.department_id)
         if dep is None or dep.kind not in DIVISION_KINDS_SENT or dep.closed_on:
             continue
         division = _inserted(latest_dep, "DIVISION", "department", dep.id)
-        link = writer.write(
-            "DIVISION_LINK_STRUCTURE_BED", "bed_profile", bed.id, bed.mo_id, latest_bed, parent=division
-        )
-        amount = writer.write("AMOUNT_BED", "bed_profile", bed.id, bed.mo_id, latest_bed, parent=link)
-        writer.write("FREE_BEDS_INFORMATION", "bed_profile", bed.id, bed.mo_id, latest_bed, parent=amount)
+        link = writer.write("DIVISION_LINK_STRUCTURE_BED", "bed_profile", bed, latest_bed, parent=division)
+        amount = writer.write("AMOUNT_BED", "bed_profile", bed, latest_bed, parent=link)
+        writer.write("FREE_BEDS_INFORMATION", "bed_profile", bed, latest_bed, parent=amount)
     # DELETEs in reverse order: beds of a closed department, then the department, then its branch.
     for dep in closing_deps:
         previous = None
@@ -530,17 +530,14 @@ def _stage1(writer: _Writer, since: datetime | None, now: datetime, scope: Calla
                     writer.write(
                         packet_type,
                         "bed_profile",
-                        bed.id,
-                        bed.mo_id,
+                        bed,
                         latest_bed,
                         delete=True,
                         parent=previous,
                     )
                     or previous
                 )
-        deleted = writer.write(
-            "DIVISION", "department", dep.id, dep.mo_id, latest_dep, delete=True, parent=previous
-        )
+        deleted = writer.write("DIVISION", "department", dep, latest_dep, delete=True, parent=previous)
         if deleted is not None and dep.branch_id:
             last_delete[dep.branch_id] = deleted
     for branch in branches:
@@ -548,8 +545,7 @@ def _stage1(writer: _Writer, since: datetime | None, now: datetime, scope: Calla
             writer.write(
                 "BRANCH",
                 "branch",
-                branch.id,
-                branch.mo_id,
+                branch,
                 latest_branch,
                 delete=True,
                 parent=last_delete.get(branch.id),
@@ -586,43 +582,37 @@ def _stage2(writer: _Writer, since: datetime | None, now: datetime, scope: Calla
     )
     latest_mov = _latest("movement", {m.id for m in movements})
     for ref in referrals:
-        sent = writer.write("HOSPITALISATION_REFERRAL", "referral", ref.id, ref.mo_id, latest_ref)
+        sent = writer.write("HOSPITALISATION_REFERRAL", "referral", ref, latest_ref)
         if ref.cancelled_on:
-            writer.write(
-                "CANCEL_HOSPITALISATION_REFERRAL", "referral", ref.id, ref.mo_id, latest_ref, parent=sent
-            )
+            writer.write("CANCEL_HOSPITALISATION_REFERRAL", "referral", ref, latest_ref, parent=sent)
     for stay in stays:
         parent = (
             _inserted(latest_ref, "HOSPITALISATION_REFERRAL", "referral", stay.referral_id)
             if stay.referral_id
             else None
         )
-        hosp = writer.write(
-            "HOSPITALISATION", "hospitalisation", stay.id, stay.mo_id, latest_hosp, parent=parent
-        )
+        hosp = writer.write("HOSPITALISATION", "hospitalisation", stay, latest_hosp, parent=parent)
         if stay.refused_at:
-            writer.write(
-                "CANCEL_HOSPITALISATION", "hospitalisation", stay.id, stay.mo_id, latest_hosp, parent=hosp
-            )
+            writer.write("CANCEL_HOSPITALISATION", "hospitalisation", stay, latest_hosp, parent=hosp)
     for movement in movements:
         hosp = _inserted(latest_hosp, "HOSPITALISATION", "hospitalisation", movement.hospitalisation_id)
-        writer.write("MOTION_IN_HOSPITAL", "movement", movement.id, movement.mo_id, latest_mov, parent=hosp)
+        writer.write("MOTION_IN_HOSPITAL", "movement", movement, latest_mov, parent=hosp)
 
 
 def _attachments(writer: _Writer, since: datetime | None, now: datetime, scope: Any) -> None:
     rows = _changed(Attachment, since, now, scope)
     latest = _latest("attachment", {a.id for a in rows})
     for attachment in rows:
-        writer.write("ATTACH_DATA", "attachment", attachment.id, attachment.mo_id, latest)
+        writer.write("ATTACH_DATA", "attachment", attachment, latest)
 
 
 def _dispensary(writer: _Writer, since: datetime | None, now: datetime, scope: Any) -> None:
     rows = _changed(DispensaryObservation, since, now, scope)
     latest = _latest("dispensary", {d.id for d in rows})
     for obs in rows:
-        opened = writer.write("DN_IN", "dispensary", obs.id, obs.mo_id, latest)
+        opened = writer.write("DN_IN", "dispensary", obs, latest)
         if obs.ended_on:
-            writer.write("DN_OUT", "dispensary", obs.id, obs.mo_id, latest, parent=opened)
+            writer.write("DN_OUT", "dispensary", obs, latest, parent=opened)
 
 
 def resend_failed(channel: PacketChannel, mo_id: int | None = None) -> int:

@@ -194,6 +194,21 @@ def test_only_what_the_seed_lists_and_only_what_changed(env):
     assert again.packets == 0  # nothing changed since
 
 
+def test_a_run_for_one_mo_and_the_regional_run_do_not_send_a_row_twice(env):
+    h = hospital()
+    other = hospital()
+    db.session.commit()
+    assert packets.select_changes(mo_id=h.mo.id).packets == 5  # a manual run of the МО administrator
+    db.session.commit()
+    regional = packets.select_changes()
+    db.session.commit()
+    assert regional.packets == 5 and {p.mo_id for p in db.session.scalars(db.select(TfomsPacket))} == {
+        h.mo.id,
+        other.mo.id,
+    }
+    assert len(by_type("BRANCH")) == 2
+
+
 def test_update_goes_at_once_and_delete_goes_in_reverse_order(env):
     h = hospital()
     db.session.commit()
