@@ -600,6 +600,26 @@ def test_service_run_counts_packets_and_errors(env):
     assert run.result == "error"
 
 
+def test_journal_of_a_regional_run_shows_an_mo_user_only_their_packets(env):
+    from flask import current_app
+
+    from jobs.scheduler import run_job
+    from portal.journal import services as journal
+
+    ours, theirs = hospital(), hospital()
+    f.make_hospitalisation(insured_patient(theirs.mo), theirs.department, diagnosis=None)  # their error
+    db.session.commit()
+    run_job(current_app._get_current_object(), packets.SERVICE)
+    run = db.session.scalar(db.select(ServiceRun).where(ServiceRun.service == packets.SERVICE))
+    statistician = f.make_user("statistician", ours.mo)
+    db.session.commit()
+    row = journal.get_run(run.id, statistician)
+    assert (row.total, row.errors, row.result) == (1, 0, "ok")  # their BRANCH and failed HOSPITALISATION not
+    entries = journal.run_entries(run, statistician).rows
+    assert entries and {e.mo_id for e in entries} == {ours.mo.id}
+    assert (run.total, run.errors) == (3, 1)  # the central administrator's view: the whole region
+
+
 # --- a broker restart in the middle of a batch ----------------------------------------------------------
 
 
