@@ -435,7 +435,9 @@ def test_manual_run_in_a_background_thread(database, tmp_path):
 def _pdf_fonts(pdf: bytes) -> set[str]:
     """Names of the fonts embedded in a PDF (WeasyPrint compresses its object streams)."""
     names = set()
-    for stream in re.findall(rb"stream\r?\n(.*?)\r?\nendstream", pdf, re.S):
+    # Each stream by its /Length: a compressed stream may itself end in a byte a pattern would eat.
+    for match in re.finditer(rb"/Length (\d+)[^>]*>>\s*stream\r?\n", pdf):
+        stream = pdf[match.end() : match.end() + int(match.group(1))]
         try:
             text = zlib.decompress(stream)
         except zlib.error:
