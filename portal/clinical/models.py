@@ -352,6 +352,7 @@ class Patient(TimestampMixin, db.Model):
     phone: Mapped[str | None] = mapped_column(String(40))
     birth_place: Mapped[str | None] = mapped_column(String(300))
     tfoms_identified_on: Mapped[date | None] = mapped_column(Date)  # identified by ТФОМС (batch answer)
+    iemk_global_id: Mapped[str | None] = mapped_column(String(64))  # IdGlobal in the ИЭМК patient index
 
     mo: Mapped[Mo] = relationship()
     pregnancies: Mapped[list[Pregnancy]] = relationship(
