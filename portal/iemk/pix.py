@@ -28,17 +28,16 @@ from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 
-import requests
 from lxml import etree
 from zeep import Client, Settings
 from zeep.exceptions import Error as ZeepError
 from zeep.exceptions import Fault, TransportError, XMLParseError, XMLSyntaxError
 from zeep.helpers import serialize_object
-from zeep.transports import Transport
 
 from portal.admin import services as admin_services
 from portal.clinical.models import DOCUMENT_KINDS, Mo, Patient
-from portal.exchange.delivery import DataError, TransientError, UnknownOutcome, memo
+from portal.exchange.delivery import DataError, TransientError, memo
+from portal.exchange.http import NotSoap, connection_errors, soap_transport
 from portal.extensions import db
 
 WSDL = Path(__file__).resolve().parent.parent / "schemas" / "iemk" / "PixService.xml"
@@ -71,25 +70,6 @@ class PixError(DataError):
         self.code = code
 
 
-class _NotSoap(Exception):
-    def __init__(self, content: bytes) -> None:
-        super().__init__("not SOAP")
-        self.content = content
-
-
-class _Transport(Transport):
-    """An answer without a SOAP envelope is named by what it is: an HTTP error (503 of a proxy)
-    with its status, anything else (a login page) with its first characters."""
-
-    def post_xml(self, address: str, envelope: etree._Element, headers: dict[str, str]) -> requests.Response:
-        response = super().post_xml(address, envelope, headers)
-        if b"Envelope" not in response.content[:2000]:
-            if response.status_code >= 400:
-                raise TransportError(f"HTTP {response.status_code}", response.status_code, response.content)
-            raise _NotSoap(response.content)
-        return response
-
-
 _clients: dict[float, Client] = {}
 _services: dict[tuple[str, float], Any] = {}
 _lock = threading.Lock()
@@ -102,10 +82,7 @@ def _service(endpoint: str, timeout: float) -> Any:
         if service is None:
             client = _clients.get(timeout)
             if client is None:
-                session = requests.Session()
-                found = session.merge_environment_settings(endpoint, {}, None, None, None)
-                session.proxies, session.verify, session.trust_env = found["proxies"], found["verify"], False
-                transport = _Transport(session=session, timeout=timeout, operation_timeout=timeout)
+                transport = soap_transport(endpoint, timeout)
                 client = _clients[timeout] = Client(
                     str(WSDL), transport=transport, settings=Settings(strict=False)
                 )
@@ -197,36 +174,21 @@ def _call(mo: Mo, operation: str, **params: Any) -> Any:
     endpoint = get_setting("iemk.pix_endpoint", mo.id)
     timeout = float(get_setting("iemk.timeout", mo.id) or 30)
     service = _service(endpoint, timeout)
-    try:
-        return getattr(service, operation)(**params)
-    except requests.exceptions.ConnectTimeout as error:
-        raise TransientError(f"ИЭМК недоступен: нет соединения за {timeout:g} с") from error
-    except requests.exceptions.ReadTimeout as error:
-        raise UnknownOutcome(f"ИЭМК не ответил за {timeout:g} с") from error
-    except requests.exceptions.ConnectionError as error:
-        if _never_connected(error):
-            raise TransientError(f"ИЭМК недоступен: {_reason(error)}") from error
-        raise UnknownOutcome(f"соединение с ИЭМК прервано: {_reason(error)}") from error
-    except TransportError as error:
-        if error.status_code >= 500:
-            raise TransientError(f"ИЭМК ответил ошибкой HTTP {error.status_code}") from error
-        raise PixError(f"ИЭМК ответил HTTP {error.status_code}: проверьте адрес сервиса пациентов") from error
-    except Fault as error:
-        raise _fault_error(error) from error
-    except (_NotSoap, XMLSyntaxError, XMLParseError) as error:
-        raise PixError(f"ИЭМК вернул ответ не в формате SOAP: {_shown(error)}") from error
-    except ZeepError as error:
-        raise PixError(f"Ответ ИЭМК не разобран по WSDL сервиса пациентов: {_shown(error)}") from error
-
-
-def _never_connected(error: requests.exceptions.ConnectionError) -> bool:
-    text = repr(error)
-    marks = ("NewConnectionError", "Connection refused", "Failed to establish", "Name or service not known")
-    return any(mark in text for mark in marks)
-
-
-def _reason(error: Exception) -> str:
-    return "соединение отклонено" if "Connection refused" in str(error) else str(error)[:300]
+    with connection_errors("ИЭМК", timeout):
+        try:
+            return getattr(service, operation)(**params)
+        except TransportError as error:
+            if error.status_code >= 500:
+                raise TransientError(f"ИЭМК ответил ошибкой HTTP {error.status_code}") from error
+            raise PixError(
+                f"ИЭМК ответил HTTP {error.status_code}: проверьте адрес сервиса пациентов"
+            ) from error
+        except Fault as error:
+            raise _fault_error(error) from error
+        except (NotSoap, XMLSyntaxError, XMLParseError) as error:
+            raise PixError(f"ИЭМК вернул ответ не в формате SOAP: {_shown(error)}") from error
+        except ZeepError as error:
+            raise PixError(f"Ответ ИЭМК не разобран по WSDL сервиса пациентов: {_shown(error)}") from error
 
 
 def _shown(error: Exception) -> str:

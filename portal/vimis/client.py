@@ -21,12 +21,12 @@ import requests
 from lxml import etree
 from zeep import Client, Settings
 from zeep.exceptions import Fault, TransportError, XMLSyntaxError
-from zeep.transports import Transport
 
 from portal import crypto
 from portal.admin import services as admin_services
 from portal.admin.models import Certificate
 from portal.exchange.delivery import DataError, TransientError, UnknownOutcome, memo
+from portal.exchange.http import NotSoap, connection_errors, reason, soap_transport
 from portal.exchange.models import WorkItem
 from portal.extensions import db
 from portal.vimis.semd_types import SEMD_TYPES, VMCL_AKINEO
@@ -100,17 +100,6 @@ class _Signer:
         return envelope
 
 
-class _Transport(Transport):
-    """zeep's transport, but an HTTP error without a SOAP envelope (503 of a proxy, a gateway)
-    is a TransportError with its status rather than a parse failure."""
-
-    def post_xml(self, address: str, envelope: etree._Element, headers: dict[str, str]) -> requests.Response:
-        response = super().post_xml(address, envelope, headers)
-        if response.status_code >= 400 and b"Envelope" not in response.content[:2000]:
-            raise TransportError(f"HTTP {response.status_code}", response.status_code, response.content)
-        return response
-
-
 _clients: dict[tuple[str, float], tuple[Client, Any, _Signer]] = {}
 _clients_lock = threading.Lock()
 
@@ -121,11 +110,7 @@ def _client(endpoint: str, timeout: float) -> tuple[Any, _Signer]:
         cached = _clients.get((endpoint, timeout))
         if cached is None:
             signer = _Signer()
-            session = requests.Session()
-            # Proxies and CA bundle from the environment once, not on every request (≈1 ms each).
-            found = session.merge_environment_settings(endpoint, {}, None, None, None)
-            session.proxies, session.verify, session.trust_env = found["proxies"], found["verify"], False
-            transport = _Transport(session=session, timeout=timeout, operation_timeout=timeout)
+            transport = soap_transport(endpoint, timeout)
             client = Client(str(WSDL), transport=transport, wsse=signer, settings=Settings(strict=False))
             service = client.create_service("{http://vimis.rosminzdrav.ru/}receiverSoapBinding", endpoint)
             cached = _clients[(endpoint, timeout)] = (client, service, signer)
@@ -188,46 +173,18 @@ def _call(item: WorkItem, action: str, message_id: str, operation: str, **params
         "client_entity_id": get_setting("vimis.client_entity_id", item.mo_id),
     }
     signer.local.request = signer.local.response = None
-    try:
-        return getattr(service, operation)(**params), signer
-    except requests.exceptions.ConnectTimeout as error:
-        raise TransientError(f"ВИМИС недоступен: нет соединения за {timeout:g} с") from error
-    except requests.exceptions.ReadTimeout as error:
-        raise UnknownOutcome(f"ВИМИС не ответил за {timeout:g} с") from error
-    except requests.exceptions.ConnectionError as error:
-        if _never_connected(error):
-            raise TransientError(f"ВИМИС недоступен: {_reason(error)}") from error
-        raise UnknownOutcome(f"соединение с ВИМИС прервано: {_reason(error)}") from error
-    except TransportError as error:
-        raise TransientError(f"ВИМИС ответил ошибкой HTTP {error.status_code}") from error
-    except XMLSyntaxError as error:
-        raise UnknownOutcome(f"ответ ВИМИС не разобран: {error}") from error
-    except Fault as error:
-        code = str(error.code or "")
-        if code.rsplit(":", 1)[-1].lower().startswith("client"):
-            raise DataError(f"ВИМИС отклонил запрос: {error.message}") from error
-        raise TransientError(f"ВИМИС ответил ошибкой сервера: {error.message}") from error
-
-
-def _never_connected(error: requests.exceptions.ConnectionError) -> bool:
-    text = repr(error)
-    return any(
-        mark in text
-        for mark in (
-            "NewConnectionError",
-            "Connection refused",
-            "Failed to establish",
-            "Name or service not known",
-            "ConnectTimeout",
-        )
-    )
-
-
-def _reason(error: Exception) -> str:
-    text = str(error)
-    if "Connection refused" in text:
-        return "соединение отклонено"
-    return text[:300]
+    with connection_errors("ВИМИС", timeout):
+        try:
+            return getattr(service, operation)(**params), signer
+        except TransportError as error:
+            raise TransientError(f"ВИМИС ответил ошибкой HTTP {error.status_code}") from error
+        except (NotSoap, XMLSyntaxError) as error:
+            raise UnknownOutcome(f"ответ ВИМИС не разобран: {error}") from error
+        except Fault as error:
+            code = str(error.code or "")
+            if code.rsplit(":", 1)[-1].lower().startswith("client"):
+                raise DataError(f"ВИМИС отклонил запрос: {error.message}") from error
+            raise TransientError(f"ВИМИС ответил ошибкой сервера: {error.message}") from error
 
 
 def send_document(item: WorkItem, semd: Any, document: bytes) -> Sent:
@@ -278,7 +235,7 @@ def new_kas_case_number(semd: Any) -> str:
     try:
         answer = requests.post(endpoint, json=payload, headers=headers, timeout=timeout)
     except requests.exceptions.RequestException as error:
-        raise TransientError(f"Сервис номеров случаев КАС недоступен: {_reason(error)}") from error
+        raise TransientError(f"Сервис номеров случаев КАС недоступен: {reason(error)}") from error
     if answer.status_code >= 500:
         raise TransientError(f"Сервис номеров случаев КАС ответил ошибкой HTTP {answer.status_code}")
     try:
@@ -288,5 +245,7 @@ def new_kas_case_number(semd: Any) -> str:
     number = (body.get("data") or {}).get("number") if isinstance(body, dict) else None
     if not (isinstance(body, dict) and body.get("is_success") and number):
         errors = body.get("errors") if isinstance(body, dict) else None
-        raise DataError(f"Номер случая КАС не получен: {'; '.join(map(str, errors or [])) or answer.text[:300]}")
+        raise DataError(
+            f"Номер случая КАС не получен: {'; '.join(map(str, errors or [])) or answer.text[:300]}"
+        )
     return str(number)
