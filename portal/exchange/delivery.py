@@ -101,6 +101,13 @@ def memo(key: Any, load: Callable[[], T], *, per_item: bool = False) -> T:
     return store[key]
 
 
+def setting(key: str, mo_id: int | None = None) -> str:
+    """An administrator's setting (the МО's override, else the region's), read once per delivery pass."""
+    from portal.admin.services import get_setting
+
+    return memo(("setting", key, mo_id), lambda: get_setting(key, mo_id))
+
+
 class TransientError(Exception):
     """The outside system could not take the request now (down, refused, 5xx): retry later."""
 
@@ -191,31 +198,60 @@ def register_channel(channel: Channel) -> Channel:
     return channel
 
 
-def enqueue(channel: Channel, subject_type: str, subject_id: int, mo_id: int | None,
-            at: datetime | None = None) -> WorkItem:
+def enqueue(
+    channel: Channel, subject_type: str, subject_id: int, mo_id: int | None, at: datetime | None = None
+) -> WorkItem:
     """A new item due now (or at `at`), in the caller's transaction."""
-    item = WorkItem(channel=channel.name, subject_type=subject_type, subject_id=subject_id, mo_id=mo_id,
-                    state=QUEUED, next_attempt_at=at or utcnow())
+    item = WorkItem(
+        channel=channel.name,
+        subject_type=subject_type,
+        subject_id=subject_id,
+        mo_id=mo_id,
+        state=QUEUED,
+        next_attempt_at=at or utcnow(),
+    )
     db.session.add(item)
     return item
 
 
-def journal(channel: Channel, item: WorkItem | None, operation: str, message: str, *, level: str = "info",
-            subject: tuple[str, int] | None = None, mo_id: int | None = None, user_id: int | None = None,
-            packet_id: str | None = None, packet_type: str | None = None, payload: str | None = None,
-            answer: str | None = None, notify: bool = True) -> JournalEntry:
+def journal(
+    channel: Channel,
+    item: WorkItem | None,
+    operation: str,
+    message: str,
+    *,
+    level: str = "info",
+    subject: tuple[str, int] | None = None,
+    mo_id: int | None = None,
+    user_id: int | None = None,
+    packet_id: str | None = None,
+    packet_type: str | None = None,
+    payload: str | None = None,
+    answer: str | None = None,
+    notify: bool = True,
+) -> JournalEntry:
     """Append one journal line (in the caller's transaction) and let the channel react to it."""
     if subject is None:
         assert item is not None, "a journal line needs an item or a subject"
         subject = channel.subject(item)
     run = current_run()
     entry = JournalEntry(
-        at=utcnow(), channel=channel.name, mo_id=item.mo_id if item is not None else mo_id,
-        subject_type=subject[0], subject_id=subject[1], item_id=item.id if item is not None else None,
-        run_id=run.run_id if run is not None else None, user_id=user_id, operation=operation, level=level,
-        message=message, packet_id=packet_id or (item.external_id or item.request_id if item else None),
+        at=utcnow(),
+        channel=channel.name,
+        mo_id=item.mo_id if item is not None else mo_id,
+        subject_type=subject[0],
+        subject_id=subject[1],
+        item_id=item.id if item is not None else None,
+        run_id=run.run_id if run is not None else None,
+        user_id=user_id,
+        operation=operation,
+        level=level,
+        message=message,
+        packet_id=packet_id or (item.external_id or item.request_id if item else None),
         packet_type=packet_type or (channel.packet_type(item) if item is not None else None),
-        item_state=item.state if item is not None else None, payload=payload, answer=answer,
+        item_state=item.state if item is not None else None,
+        payload=payload,
+        answer=answer,
     )
     db.session.add(entry)
     if run is not None:  # a line without a work item counts its subject as the run's packet
@@ -229,8 +265,13 @@ def _release(item: WorkItem) -> None:
     item.lease_owner = item.lease_until = None
 
 
-def apply_outcome(channel: Channel, item: WorkItem, outcome: Outcome, now: datetime | None = None,
-                  operation: str = "Результат") -> JournalEntry:
+def apply_outcome(
+    channel: Channel,
+    item: WorkItem,
+    outcome: Outcome,
+    now: datetime | None = None,
+    operation: str = "Результат",
+) -> JournalEntry:
     """Move the item to the outcome's state and journal it; used by jobs and by callbacks."""
     now = now or utcnow()
     _release(item)
@@ -248,8 +289,15 @@ def apply_outcome(channel: Channel, item: WorkItem, outcome: Outcome, now: datet
         raise ValueError(f"unknown outcome state {outcome.state!r}")
     if outcome.external_id:
         item.external_id = outcome.external_id
-    return journal(channel, item, outcome.operation or operation, outcome.message, level=level,
-                   payload=outcome.payload, answer=outcome.answer)
+    return journal(
+        channel,
+        item,
+        outcome.operation or operation,
+        outcome.message,
+        level=level,
+        payload=outcome.payload,
+        answer=outcome.answer,
+    )
 
 
 def backoff(channel: Channel, failures: int) -> timedelta:
@@ -258,19 +306,25 @@ def backoff(channel: Channel, failures: int) -> timedelta:
     return timedelta(seconds=min(seconds, channel.retry_cap_seconds))
 
 
-def _retry_later(channel: Channel, item: WorkItem, error: Exception, state: str, now: datetime,
-                 operation: str) -> None:
+def _retry_later(
+    channel: Channel, item: WorkItem, error: Exception, state: str, now: datetime, operation: str
+) -> None:
     _release(item)
     item.state = state
     item.last_error = str(error)
     item.next_attempt_at = now + backoff(channel, max(1, item.attempts))
-    journal(channel, item, operation,
-            f"{channel.label(item)}: {error}. Повторная попытка после {item.next_attempt_at:%d.%m.%Y %H:%M} (UTC)",
-            level="error")
+    journal(
+        channel,
+        item,
+        operation,
+        f"{channel.label(item)}: {error}. Повторная попытка после {item.next_attempt_at:%d.%m.%Y %H:%M} (UTC)",
+        level="error",
+    )
 
 
-def claim(channel: Channel, states: tuple[str, ...], now: datetime, limit: int,
-          mo_ids: set[int] | None = None) -> list[int]:
+def claim(
+    channel: Channel, states: tuple[str, ...], now: datetime, limit: int, mo_ids: set[int] | None = None
+) -> list[int]:
     """Lease up to `limit` due items of the channel; returns their ids (committed)."""
     due = and_(
         WorkItem.channel == channel.name,
@@ -311,8 +365,14 @@ def _allowed_mo_ids(channel: Channel, mo_id: int | None) -> set[int] | None:
     return enabled & {mo_id} if mo_id is not None else enabled
 
 
-def send_due(channel: Channel, *, mo_id: int | None = None, now: datetime | None = None,
-             limit: int | None = None, workers: int | None = None) -> int:
+def send_due(
+    channel: Channel,
+    *,
+    mo_id: int | None = None,
+    now: datetime | None = None,
+    limit: int | None = None,
+    workers: int | None = None,
+) -> int:
     """Deliver every due item (new, retried, or with an outcome to resolve); returns how many.
 
     With several workers each thread claims its own batches (the lease keeps them apart), so
@@ -335,8 +395,12 @@ def send_due(channel: Channel, *, mo_id: int | None = None, now: datetime | None
                 db.session.remove()
 
     # Each thread runs in a copy of this context: journal lines keep counting into the run.
-    threads = [threading.Thread(target=contextvars.copy_context().run, args=(worker,), name=f"{channel.name}-send-{n}")
-               for n in range(workers)]
+    threads = [
+        threading.Thread(
+            target=contextvars.copy_context().run, args=(worker,), name=f"{channel.name}-send-{n}"
+        )
+        for n in range(workers)
+    ]
     for thread in threads:
         thread.start()
     for thread in threads:
@@ -366,8 +430,9 @@ def _send_loop(channel: Channel, mo_id: int | None, now: datetime | None, limit:
                 return done
 
 
-def poll_due(channel: Channel, *, mo_id: int | None = None, now: datetime | None = None,
-             limit: int | None = None) -> int:
+def poll_due(
+    channel: Channel, *, mo_id: int | None = None, now: datetime | None = None, limit: int | None = None
+) -> int:
     """Ask about accepted items whose answer is due (covers a callback that never comes)."""
     with _one_pass():
         return _poll(channel, mo_id, now or utcnow(), limit or channel.batch_size)
@@ -389,8 +454,9 @@ def _poll_one(channel: Channel, item_id: int, moment: datetime) -> None:
         _retry_later(channel, item, error, WAITING, moment, "Запрос результата")
     except Exception as error:  # a bug must not stop the other items
         log.exception("Канал %s: запрос результата элемента %s", channel.name, item_id)
-        _retry_later(channel, item, RuntimeError(f"внутренняя ошибка: {error}"), WAITING, moment,
-                     "Запрос результата")
+        _retry_later(
+            channel, item, RuntimeError(f"внутренняя ошибка: {error}"), WAITING, moment, "Запрос результата"
+        )
     else:
         if outcome.state == WAITING:  # still processing: ask again later, no journal noise
             _release(item)
@@ -419,8 +485,9 @@ def _send_one(channel: Channel, item_id: int, now: datetime) -> None:
         log.exception("Канал %s: формирование элемента %s", channel.name, item_id)
         db.session.rollback()
         item = db.session.get(WorkItem, item_id)
-        apply_outcome(channel, item, Outcome.failed(f"Внутренняя ошибка формирования: {error}"), now,
-                      "Формирование")
+        apply_outcome(
+            channel, item, Outcome.failed(f"Внутренняя ошибка формирования: {error}"), now, "Формирование"
+        )
         db.session.commit()
         return
 
@@ -429,8 +496,13 @@ def _send_one(channel: Channel, item_id: int, now: datetime) -> None:
     item.request_id = str(uuid.uuid4())
     item.attempts += 1
     item.next_attempt_at = item.lease_until or now + timedelta(seconds=channel.lease_seconds)
-    journal(channel, item, "Отправка", f"{channel.label(item)}: отправка в {channel.title}",
-            packet_id=item.request_id)
+    journal(
+        channel,
+        item,
+        "Отправка",
+        f"{channel.label(item)}: отправка в {channel.title}",
+        packet_id=item.request_id,
+    )
     db.session.commit()
     try:
         outcome = channel.transmit(item, prepared)
@@ -441,9 +513,14 @@ def _send_one(channel: Channel, item_id: int, now: datetime) -> None:
         item.state = UNKNOWN
         item.last_error = str(error)
         item.next_attempt_at = now + backoff(channel, 1)
-        journal(channel, item, "Отправка",
-                f"{channel.label(item)}: ответ не получен ({error}). Перед повторной отправкой будет "
-                "запрошен статус, чтобы документ не задвоился", level="error")
+        journal(
+            channel,
+            item,
+            "Отправка",
+            f"{channel.label(item)}: ответ не получен ({error}). Перед повторной отправкой будет "
+            "запрошен статус, чтобы документ не задвоился",
+            level="error",
+        )
     except DataError as error:
         apply_outcome(channel, item, Outcome.failed(str(error)), now, "Отправка")
     except Exception as error:  # unknown failure after the request may have left: ask first
@@ -451,8 +528,13 @@ def _send_one(channel: Channel, item_id: int, now: datetime) -> None:
         _release(item)
         item.state = UNKNOWN
         item.next_attempt_at = now + backoff(channel, 1)
-        journal(channel, item, "Отправка", f"{channel.label(item)}: внутренняя ошибка отправки: {error}",
-                level="error")
+        journal(
+            channel,
+            item,
+            "Отправка",
+            f"{channel.label(item)}: внутренняя ошибка отправки: {error}",
+            level="error",
+        )
     else:
         apply_outcome(channel, item, outcome, now, "Отправка")
     db.session.commit()
@@ -469,8 +551,12 @@ def _resolve_unknown(channel: Channel, item: WorkItem, now: datetime) -> bool:
         _retry_later(channel, item, error, UNKNOWN, now, "Запрос статуса")
         return False
     if outcome.state == NOT_FOUND:
-        journal(channel, item, "Запрос статуса",
-                f"{channel.label(item)}: {channel.title} не получил документ — отправляется снова")
+        journal(
+            channel,
+            item,
+            "Запрос статуса",
+            f"{channel.label(item)}: {channel.title} не получил документ — отправляется снова",
+        )
         return True
     apply_outcome(channel, item, outcome, now, "Запрос статуса")
     return False

@@ -34,9 +34,8 @@ from zeep.exceptions import Error as ZeepError
 from zeep.exceptions import Fault, TransportError, XMLParseError, XMLSyntaxError
 from zeep.helpers import serialize_object
 
-from portal.admin import services as admin_services
 from portal.clinical.models import DOCUMENT_KINDS, Mo, Patient
-from portal.exchange.delivery import DataError, TransientError, memo
+from portal.exchange.delivery import DataError, TransientError, setting
 from portal.exchange.http import NotSoap, connection_errors, soap_transport
 from portal.extensions import db
 
@@ -88,10 +87,6 @@ def _service(endpoint: str, timeout: float) -> Any:
                 )
             service = _services[(endpoint, timeout)] = client.create_service(BINDING, endpoint)
         return service
-
-
-def get_setting(key: str, mo_id: int | None) -> str:
-    return memo((key, mo_id), lambda: admin_services.get_setting(key, mo_id))
 
 
 def _lpu(mo: Mo) -> str:
@@ -171,8 +166,8 @@ def patient_dto(patient: Patient) -> dict[str, Any]:
 
 
 def _call(mo: Mo, operation: str, **params: Any) -> Any:
-    endpoint = get_setting("iemk.pix_endpoint", mo.id)
-    timeout = float(get_setting("iemk.timeout", mo.id) or 30)
+    endpoint = setting("iemk.pix_endpoint", mo.id)
+    timeout = float(setting("iemk.timeout", mo.id) or 30)
     service = _service(endpoint, timeout)
     with connection_errors("ИЭМК", timeout):
         try:
@@ -273,7 +268,7 @@ def add_patient(patient: Patient) -> str | None:
     """AddPatient; the WSDL answers nothing, so the IdGlobal comes only if a server sends one."""
     mo = patient.mo
     result = _call(
-        mo, "AddPatient", guid=get_setting("iemk.guid", mo.id), idLPU=_lpu(mo), patient=patient_dto(patient)
+        mo, "AddPatient", guid=setting("iemk.guid", mo.id), idLPU=_lpu(mo), patient=patient_dto(patient)
     )
     return result if isinstance(result, str) and result else None
 
@@ -283,7 +278,7 @@ def update_patient(patient: Patient) -> None:
     _call(
         mo,
         "UpdatePatient",
-        guid=get_setting("iemk.guid", mo.id),
+        guid=setting("iemk.guid", mo.id),
         idLPU=_lpu(mo),
         patient=patient_dto(patient),
     )
@@ -296,7 +291,7 @@ def find_patients(mo: Mo, template: dict[str, Any], source: str = "Reg") -> list
     result = _call(
         mo,
         "GetPatient",
-        guid=get_setting("iemk.guid", mo.id),
+        guid=setting("iemk.guid", mo.id),
         idLPU=_lpu(mo),
         patient=template,
         idSource=source,
@@ -309,7 +304,7 @@ def find_patients(mo: Mo, template: dict[str, Any], source: str = "Reg") -> list
 
 def get_by_global_id(mo: Mo, global_id: str) -> dict[str, Any] | None:
     result = _call(
-        mo, "GetPatientByGlobalId", guid=get_setting("iemk.guid", mo.id), patientId=global_id, idLpu=_lpu(mo)
+        mo, "GetPatientByGlobalId", guid=setting("iemk.guid", mo.id), patientId=global_id, idLpu=_lpu(mo)
     )
     return _plain(result) or None
 

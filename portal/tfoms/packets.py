@@ -53,7 +53,15 @@ from portal.clinical.models import (
     PlanPerson,
 )
 from portal.exchange import delivery
-from portal.exchange.delivery import Channel, DataError, Outcome, TransientError, memo, register_channel
+from portal.exchange.delivery import (
+    Channel,
+    DataError,
+    Outcome,
+    TransientError,
+    memo,
+    register_channel,
+    setting,
+)
 from portal.exchange.models import (
     CANCELLED,
     DONE,
@@ -127,10 +135,6 @@ class PacketError(Exception):
     """A refusal users read (an action not possible for this packet)."""
 
 
-def setting(definition: SettingDef) -> str:
-    return memo(("setting", definition.key), lambda: admin_services.get_setting(definition.key))
-
-
 # --- the channel -------------------------------------------------------------------------------------
 
 
@@ -175,7 +179,7 @@ class PacketChannel(Channel):
                     spec.get("type", ""),
                     spec.get("message_id", ""),
                     [tuple(e) for e in spec.get("errors", [])],
-                    queue_name=setting(REQUEST_QUEUE),
+                    queue_name=setting(REQUEST_QUEUE.key),
                 )
             else:
                 xml = build_packet(packet)
@@ -189,11 +193,11 @@ class PacketChannel(Channel):
         packet = self.packet(item)
         try:
             transport.get_broker().publish(
-                setting(REQUEST_QUEUE),
+                setting(REQUEST_QUEUE.key),
                 prepared,
                 type=packet.packet_type,
                 message_id=packet.message_id,
-                reply_to=setting(REPLY_QUEUE),
+                reply_to=setting(REPLY_QUEUE.key),
             )
         except transport.BrokerUnavailable as error:
             raise TransientError(f"Ошибка отправки пакета: {error}") from error
@@ -665,7 +669,7 @@ def consume_replies(limit: int = 1000) -> Consumed:
     from portal.tfoms.builders import MalformedReply, parse_reply
 
     broker = transport.get_broker()
-    queue = admin_services.get_setting(REPLY_QUEUE.key)
+    queue = setting(REPLY_QUEUE.key)
     result = Consumed()
     for _ in range(limit):
         try:
@@ -1189,7 +1193,7 @@ def free_beds(user: User, *, target_mo_id: int | None, profile: int | None) -> F
     target = db.session.get(Mo, target_mo_id) if target_mo_id else None
     code = (own.f003_code if own is not None else None) or "0"
     try:
-        timeout = float(admin_services.get_setting(RPC_TIMEOUT) or 15)
+        timeout = float(setting(RPC_TIMEOUT) or 15)
     except ValueError:
         timeout = 15.0
     body = build_free_beds_request(
@@ -1198,7 +1202,7 @@ def free_beds(user: User, *, target_mo_id: int | None, profile: int | None) -> F
     try:
         answer = transport.rpc_call(
             transport.get_broker(),
-            admin_services.get_setting(RPC_QUEUE.key),
+            setting(RPC_QUEUE.key),
             body,
             type="FREE_BEDS_REQUEST",
             timeout=timeout,

@@ -23,9 +23,8 @@ from zeep import Client, Settings
 from zeep.exceptions import Fault, TransportError, XMLSyntaxError
 
 from portal import crypto
-from portal.admin import services as admin_services
 from portal.admin.models import Certificate
-from portal.exchange.delivery import DataError, TransientError, UnknownOutcome, memo
+from portal.exchange.delivery import DataError, TransientError, UnknownOutcome, memo, setting
 from portal.exchange.http import NotSoap, connection_errors, reason, soap_transport
 from portal.exchange.models import WorkItem
 from portal.extensions import db
@@ -117,10 +116,6 @@ def _client(endpoint: str, timeout: float) -> tuple[Any, _Signer]:
         return cached[1], cached[2]
 
 
-def get_setting(key: str, mo_id: int | None) -> str:
-    return memo((key, mo_id), lambda: admin_services.get_setting(key, mo_id))
-
-
 def signing_key(mo_id: int | None) -> crypto.SigningKey:
     return memo(("signing_key", mo_id), lambda: _signing_key(mo_id))
 
@@ -161,16 +156,16 @@ def _load_key(cert_id: int, cert_pem: str, key_pem: str) -> crypto.SigningKey:
 
 
 def _call(item: WorkItem, action: str, message_id: str, operation: str, **params: Any) -> tuple[Any, _Signer]:
-    endpoint = get_setting("vimis.endpoint", item.mo_id)
-    timeout = float(get_setting("vimis.timeout", item.mo_id) or 30)
+    endpoint = setting("vimis.endpoint", item.mo_id)
+    timeout = float(setting("vimis.timeout", item.mo_id) or 30)
     service, signer = _client(endpoint, timeout)
     signer.local.context = {
         "to": endpoint,
         "action": action,
         "message_id": message_id,
         "key": signing_key(item.mo_id),
-        "reply_to": get_setting("vimis.callback_url", item.mo_id),
-        "client_entity_id": get_setting("vimis.client_entity_id", item.mo_id),
+        "reply_to": setting("vimis.callback_url", item.mo_id),
+        "client_entity_id": setting("vimis.client_entity_id", item.mo_id),
     }
     signer.local.request = signer.local.response = None
     with connection_errors("ВИМИС", timeout):
@@ -228,10 +223,10 @@ def new_kas_case_number(semd: Any) -> str:
     """POST {"mo_oid", "year", "region"} to the КАС case id service → «21-77-00065» (§5.3)."""
     from portal.vimis.builders import region_code
 
-    endpoint = get_setting("vimis.kas_endpoint", semd.mo_id)
-    timeout = float(get_setting("vimis.timeout", semd.mo_id) or 30)
+    endpoint = setting("vimis.kas_endpoint", semd.mo_id)
+    timeout = float(setting("vimis.timeout", semd.mo_id) or 30)
     payload = {"mo_oid": semd.mo.oid, "year": semd.event_at.year, "region": region_code(semd.mo)}
-    headers = {"clientEntityId": get_setting("vimis.client_entity_id", semd.mo_id)}
+    headers = {"clientEntityId": setting("vimis.client_entity_id", semd.mo_id)}
     try:
         answer = requests.post(endpoint, json=payload, headers=headers, timeout=timeout)
     except requests.exceptions.RequestException as error:
