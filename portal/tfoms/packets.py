@@ -874,26 +874,33 @@ def _replaced_policy(conflict: Any, new: Any) -> Any:
     return conflict if (conflict.begin or date.min) < new.begin else None
 
 
+def _save_history(patient: Patient, policy: Any, end: date | None) -> None:
+    """A policy from ТФОМС's insurance change into the patient's policy history."""
+    from portal.clinical.models import PatientPolicy
+
+    db.session.add(
+        PatientPolicy(
+            patient_id=patient.id,
+            kind=policy.kind,
+            series=policy.series,
+            number=policy.number,
+            enp=policy.enp,
+            insurer_code=policy.insurer_code,
+            begin_on=policy.begin,
+            end_on=end,
+            source="tfoms_polis",
+            created_at=utcnow(),
+        )
+    )
+
+
 def _close_policy(patient: Patient, old: Any, end: date) -> None:
     from portal.clinical.models import PatientPolicy
 
     if old.id is not None:
         db.session.get(PatientPolicy, old.id).end_on = end
     else:  # the current policy columns: keep it in the history, closed
-        db.session.add(
-            PatientPolicy(
-                patient_id=patient.id,
-                kind=old.kind,
-                series=old.series,
-                number=old.number,
-                enp=old.enp,
-                insurer_code=old.insurer_code,
-                begin_on=old.begin,
-                end_on=end,
-                source="tfoms_polis",
-                created_at=utcnow(),
-            )
-        )
+        _save_history(patient, old, end)
         patient.policy_end = end
     db.session.flush()
 
@@ -944,20 +951,7 @@ def _apply_polis(patient: Patient, polis: Any) -> list[tuple[int, str]]:
         row = db.session.get(PatientPolicy, same.id)
         row.kind, row.series, row.begin_on, row.end_on = new.kind, new.series, new.begin, new.end
     else:
-        db.session.add(
-            PatientPolicy(
-                patient_id=patient.id,
-                kind=new.kind,
-                series=new.series,
-                number=new.number,
-                enp=new.enp,
-                insurer_code=new.insurer_code,
-                begin_on=new.begin,
-                end_on=new.end,
-                source="tfoms_polis",
-                created_at=utcnow(),
-            )
-        )
+        _save_history(patient, new, new.end)
     patient.policy_kind, patient.policy_series, patient.policy_number = new.kind, new.series, new.number
     patient.enp = new.enp or patient.enp
     patient.insurer_code, patient.policy_begin, patient.policy_end = new.insurer_code, new.begin, new.end
