@@ -1214,10 +1214,12 @@ def free_beds(user: User, *, target_mo_id: int | None, profile: int | None) -> F
         rows = parse_free_beds_answer(answer.body)
     except MalformedReply as error:
         return FreeBeds([], f"Ответ ТФОМС не распознан: {error}", asked_at, time.monotonic() - started)
-    names = dict(db.session.execute(db.select(Mo.f003_code, Mo.short_name)).all())
-    for row in rows:
+    codes = {str(row.get("mo")) for row in rows if row.get("mo") is not None}
+    names = dict(
+        db.session.execute(db.select(Mo.f003_code, Mo.short_name).where(Mo.f003_code.in_(codes))).all()
+    )
+    for row in rows:  # the page orders them (most free places first)
         row["mo_name"] = names.get(str(row.get("mo")), str(row.get("mo") or ""))
-    rows.sort(key=lambda r: (-(int(r.get("free") or 0)), r["mo_name"]))
     return FreeBeds(rows, None, asked_at, time.monotonic() - started)
 
 
