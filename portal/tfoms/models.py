@@ -193,7 +193,6 @@ class TfomsPacket(db.Model):
     object_id: Mapped[int | None] = mapped_column(Integer)
     message_id: Mapped[str] = mapped_column(String(64), unique=True)  # AMQP message_id, the packet's GUID
     after_id: Mapped[int | None] = mapped_column(ForeignKey("tfoms_packet.id"))
-    reply_to_id: Mapped[int | None] = mapped_column(ForeignKey("tfoms_packet.id"))  # our answer's packet
     status: Mapped[str] = mapped_column(String(16), default=PACKET_QUEUED)  # PACKET_STATUSES
     status_text: Mapped[str | None] = mapped_column(Text)
     status_at: Mapped[datetime | None] = mapped_column(DateTime)

@@ -854,7 +854,7 @@ def process_polis(message: transport.Message) -> TfomsPacket:
         packet_id=packet.message_id,
         packet_type="POLIS",
     )
-    reply = new_packet(
+    new_packet(  # our answer: its object is the packet it answers
         CHANNEL,
         "ANSWER",
         None,
@@ -863,7 +863,6 @@ def process_polis(message: transport.Message) -> TfomsPacket:
         packet.mo_id,
         data={"reply": {"type": "POLIS", "message_id": packet.message_id, "errors": errors}},
     )
-    reply.reply_to_id = packet.id
     return packet
 
 

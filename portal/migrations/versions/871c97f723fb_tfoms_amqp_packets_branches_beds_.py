@@ -140,7 +140,6 @@ def upgrade():
         sa.Column("object_id", sa.Integer(), nullable=True),
         sa.Column("message_id", sa.String(length=64), nullable=False),
         sa.Column("after_id", sa.Integer(), nullable=True),
-        sa.Column("reply_to_id", sa.Integer(), nullable=True),
         sa.Column("status", sa.String(length=16), nullable=False),
         sa.Column("status_text", sa.Text(), nullable=True),
         sa.Column("status_at", sa.DateTime(), nullable=True),
@@ -157,9 +156,6 @@ def upgrade():
             ["after_id"], ["tfoms_packet.id"], name=op.f("fk_tfoms_packet_after_id_tfoms_packet")
         ),
         sa.ForeignKeyConstraint(["mo_id"], ["mo.id"], name=op.f("fk_tfoms_packet_mo_id_mo")),
-        sa.ForeignKeyConstraint(
-            ["reply_to_id"], ["tfoms_packet.id"], name=op.f("fk_tfoms_packet_reply_to_id_tfoms_packet")
-        ),
         sa.ForeignKeyConstraint(
             ["user_id"], ["user_account.id"], name=op.f("fk_tfoms_packet_user_id_user_account")
         ),
