@@ -300,7 +300,7 @@ class TfomsStandIn:
             self.queues.update(request_queue=request_queue, reply_queue=reply_queue, rpc_queue=rpc_queue)
         handled = 0
         for queue in (request_queue, rpc_queue):
-            if _is_db_broker(broker) and not broker.size(queue):
+            if broker.name == "database" and not broker.size(queue):
                 continue  # a read instead of the lease's write every round (SQLite)
             while limit is None or handled < limit:
                 if self.mode == "down":  # ТФОМС is away: messages wait in the queue
@@ -327,12 +327,12 @@ class TfomsStandIn:
                     correlation_id=reply.correlation_id,
                 )
             message.ack()
-            _commit(broker)
+            broker.commit()
         except Exception:
-            _rollback(broker)
+            broker.rollback()
             try:
                 message.reject(requeue=True)
-                _commit(broker)
+                broker.commit()
             except Exception:  # the connection is gone: the broker gives the message back itself
                 log.debug("ТФОМС (RabbitMQ): не удалось вернуть сообщение в очередь", exc_info=True)
             raise
@@ -740,7 +740,7 @@ class TfomsStandIn:
         message_id = str(uuid.uuid4())
         request_queue = request_queue or self.queues["request_queue"]
         broker.publish(reply_queue, xml, type="POLIS", message_id=message_id, reply_to=request_queue)
-        _commit(broker)
+        broker.commit()
         shown = _plain(fields)
         with self._lock:
             self.polis[message_id] = {"known": True, "sent_at": _now(), "fields": shown, "answers": []}
@@ -905,26 +905,6 @@ def _as_bytes(xml: bytes | str) -> bytes:
 
 def _now() -> str:
     return datetime.now().isoformat(timespec="seconds")
-
-
-def _is_db_broker(broker: Any) -> bool:
-    from portal.tfoms.broker import DbBroker
-
-    return isinstance(broker, DbBroker)
-
-
-def _commit(broker: Any) -> None:
-    if _is_db_broker(broker):
-        from portal.extensions import db
-
-        db.session.commit()
-
-
-def _rollback(broker: Any) -> None:
-    if _is_db_broker(broker):
-        from portal.extensions import db
-
-        db.session.rollback()
 
 
 # --- the consumer thread ---------------------------------------------------------------------

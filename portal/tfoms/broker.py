@@ -167,6 +167,18 @@ class DbBroker:
     def close(self) -> None:
         """Nothing to close: the messages live in the session's database."""
 
+    def commit(self) -> None:
+        """What was published and acknowledged in the caller's transaction takes effect."""
+        db.session.commit()
+
+    def rollback(self) -> None:
+        db.session.rollback()
+
+    def settle(self, message: Message) -> None:
+        """The caller's work for `message` is done: the ack and the work commit together."""
+        message.ack()
+        db.session.commit()
+
 
 class AmqpBroker:
     """RabbitMQ through kombu: durable queues, persistent messages, confirms, manual acks."""
@@ -317,6 +329,18 @@ class AmqpBroker:
         with self._lock:
             self._drop()
 
+    def commit(self) -> None:
+        """Nothing to do: the broker took each message when it confirmed it."""
+
+    def rollback(self) -> None:
+        """Nothing to undo at the broker: an unacknowledged message comes again."""
+
+    def settle(self, message: Message) -> None:
+        """The caller's work for `message` is done: commit it, then acknowledge (a crash between
+        the two delivers the message again, and its repeat is recognised)."""
+        db.session.commit()
+        message.ack()
+
 
 _brokers: dict[str, AmqpBroker] = {}
 _brokers_lock = threading.Lock()
@@ -350,15 +374,12 @@ def rpc_call(broker: DbBroker | AmqpBroker, queue: str, body: bytes, *, type: st
     try:
         broker.publish(queue, body, type=type, message_id=correlation_id, reply_to=reply_queue,
                        correlation_id=correlation_id)
-        if isinstance(broker, DbBroker):
-            db.session.commit()
+        broker.commit()
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             message = broker.get(reply_queue)
             if message is not None:
-                message.ack()
-                if isinstance(broker, DbBroker):
-                    db.session.commit()
+                broker.settle(message)
                 if message.correlation_id in (None, correlation_id):
                     return message
                 continue

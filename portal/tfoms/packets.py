@@ -694,24 +694,14 @@ def consume_replies(limit: int = 1000) -> Consumed:
                         result.answers += 1
                     else:
                         result.refused += 1
-            _finish(broker, message)
+            broker.settle(message)
         except Exception as error:  # a bug must not block the queue behind one message
             log.exception("Ответ ТФОМС %s не обработан", message.message_id)
             db.session.rollback()
             _journal_poison(message, f"внутренняя ошибка обработки: {error}")
             result.refused += 1
-            _finish(broker, message)
+            broker.settle(message)
     return result
-
-
-def _finish(broker: Any, message: transport.Message) -> None:
-    """Commit the message's effect, then acknowledge it (the database transport acks inside)."""
-    if isinstance(broker, transport.DbBroker):
-        message.ack()
-        db.session.commit()
-    else:
-        db.session.commit()
-        message.ack()
 
 
 def storable(text: str) -> str:
