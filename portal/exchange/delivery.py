@@ -372,15 +372,19 @@ def send_due(
     now: datetime | None = None,
     limit: int | None = None,
     workers: int | None = None,
+    one_batch: bool = False,
 ) -> int:
     """Deliver every due item (new, retried, or with an outcome to resolve); returns how many.
 
     With several workers each thread claims its own batches (the lease keeps them apart), so
     one thread builds and signs while another waits for the outside system's answer.
+    `one_batch` stops after one claim of `limit` items (a channel that reads answers between
+    batches); a fixed clock `now` (tests) does the same.
     """
     workers = workers or channel.workers
-    if workers <= 1 or now is not None or _single_connection():
-        return _send_loop(channel, mo_id, now, limit or channel.batch_size)
+    one_batch = one_batch or now is not None
+    if workers <= 1 or one_batch or _single_connection():
+        return _send_loop(channel, mo_id, now, limit or channel.batch_size, one_batch)
     app = current_app._get_current_object()
     counts: list[int] = []
     errors: list[BaseException] = []
@@ -388,7 +392,7 @@ def send_due(
     def worker() -> None:
         with app.app_context():
             try:
-                counts.append(_send_loop(channel, mo_id, None, limit or channel.batch_size))
+                counts.append(_send_loop(channel, mo_id, None, limit or channel.batch_size, False))
             except BaseException as error:  # re-raised in the calling thread
                 errors.append(error)
             finally:
@@ -416,7 +420,7 @@ def _single_connection() -> bool:
     return url.get_backend_name() == "sqlite" and url.database in (None, "", ":memory:")
 
 
-def _send_loop(channel: Channel, mo_id: int | None, now: datetime | None, limit: int) -> int:
+def _send_loop(channel: Channel, mo_id: int | None, now: datetime | None, limit: int, one_batch: bool) -> int:
     done = 0
     with _one_pass():
         while True:
@@ -426,7 +430,7 @@ def _send_loop(channel: Channel, mo_id: int | None, now: datetime | None, limit:
                 with _one_item():
                     _send_one(channel, item_id, moment)
                 done += 1
-            if len(ids) < limit or now is not None:  # a fixed clock (tests) takes one batch
+            if len(ids) < limit or one_batch:
                 return done
 
 

@@ -1135,7 +1135,7 @@ def exchange(
     deadline = time.monotonic() + wait
     while True:
         # One batch at a time, then the answers: children of accepted packets follow in the run.
-        sent = delivery.send_due(channel, mo_id=mo_id, now=utcnow(), limit=channel.batch_size)
+        sent = delivery.send_due(channel, mo_id=mo_id, one_batch=True)
         got = consume_replies()
         result.sent += sent
         result.answers += got.answers
