@@ -30,6 +30,8 @@ CAPABILITIES: dict[str, frozenset[str]] = {
     "vimis.send": frozenset({CENTRAL_ADMIN, MO_ADMIN, STATISTICIAN, DOCTOR}),
     "ers.view": frozenset({CENTRAL_ADMIN, MO_ADMIN, DOCTOR, ERS_OPERATOR, ERS_ACCOUNTANT}),
     "iemk.view": frozenset({CENTRAL_ADMIN, MO_ADMIN, STATISTICIAN, DOCTOR}),
+    "iemk.sign": frozenset({CENTRAL_ADMIN, MO_ADMIN, DOCTOR}),  # «Получить и подписать документы»
+    "iemk.send": frozenset({CENTRAL_ADMIN, MO_ADMIN, STATISTICIAN, DOCTOR}),  # «Передать документ в ИЭМК»
     "tfoms.view": frozenset({CENTRAL_ADMIN, MO_ADMIN, STATISTICIAN}),
     "tfoms.ident": ADMINS,  # «Пакетная идентификация ТФОМС» (seed 4.3.1)
     "tfoms.attachments": frozenset({CENTRAL_ADMIN, MO_ADMIN, STATISTICIAN}),  # «Выгрузка прикреплений»
