@@ -74,6 +74,7 @@ for _d in (
                "{portal}/iemk/callback", help="ИЭМК присылает на него результат проверки переданного документа."),
     SettingDef("iemk.guid", "ИЭМК ЕГИСЗ", "Токен МИС (guid)", "secret", "", True),
     SettingDef("iemk.timeout", "ИЭМК ЕГИСЗ", "Тайм-аут запроса, с", "seconds", "30", True),
+    SettingDef("iemk.upload_interval", "ИЭМК ЕГИСЗ", "Интервал выгрузки документов в ИЭМК, с", "seconds", "30"),
     SettingDef("ers.endpoint", "ФСС ЭРС", "Адрес сервиса ЭРС", "url", "{simulators}/fss/ers"),
     SettingDef("ers.wsdl", "ФСС ЭРС", "Официальный WSDL (если есть)", "path", "",
                help="Пусто — используется реконструированный WSDL портала."),

@@ -507,6 +507,47 @@ def ensure_demo_certificate(purpose: str, common_name: str, mo_id: int | None = 
     return True
 
 
+class NoCertificate(Exception):
+    """No valid certificate with a private key for a purpose: the Russian message says which."""
+
+
+_keys: dict[int, Any] = {}
+
+
+def signing_key(purpose: str, mo_id: int | None) -> Any:
+    """The МО's own certificate of `purpose` with its key, else the region's; valid today.
+
+    Keys are parsed once per certificate (the process keeps them while the PEM is unchanged).
+    """
+    from portal.crypto import load_signing_key
+
+    today = date.today()
+    rows = db.session.scalars(
+        db.select(Certificate)
+        .where(
+            Certificate.purpose == purpose,
+            Certificate.key_pem.is_not(None),
+            (Certificate.mo_id == mo_id) | Certificate.mo_id.is_(None),
+        )
+        .order_by(Certificate.mo_id.is_(None), Certificate.valid_to.desc())
+    ).all()
+    valid = [c for c in rows if c.valid_from <= today <= c.valid_to]
+    if not valid:
+        detail = (
+            f" (сертификат «{rows[0].subject}» действовал до {rows[0].valid_to:%d.%m.%Y})" if rows else ""
+        )
+        raise NoCertificate(
+            f"Нет действующего сертификата «{CERTIFICATE_PURPOSES.get(purpose, purpose)}» с закрытым ключом"
+            + detail
+            + ": добавьте его в разделе «Администрирование → Сертификаты»"
+        )
+    cert = valid[0]
+    key = _keys.get(cert.id)
+    if key is None or key.cert_pem != cert.cert_pem:
+        key = _keys[cert.id] = load_signing_key(cert.cert_pem, cert.key_pem)
+    return key
+
+
 def delete_certificate(cert: Certificate) -> None:
     audit(
         "certificate.delete",

@@ -13,7 +13,6 @@ import base64
 import threading
 import uuid
 from dataclasses import dataclass
-from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -23,11 +22,10 @@ from zeep import Client, Settings
 from zeep.exceptions import Fault, TransportError, XMLSyntaxError
 
 from portal import crypto
-from portal.admin.models import Certificate
+from portal.admin import services as admin_services
 from portal.exchange.delivery import DataError, TransientError, UnknownOutcome, memo, setting
 from portal.exchange.http import NotSoap, connection_errors, reason, soap_transport
 from portal.exchange.models import WorkItem
-from portal.extensions import db
 from portal.vimis.semd_types import SEMD_TYPES, VMCL_AKINEO
 
 WSDL = Path(__file__).resolve().parent.parent / "schemas" / "vimis" / "akineo.wsdl"
@@ -122,37 +120,10 @@ def signing_key(mo_id: int | None) -> crypto.SigningKey:
 
 def _signing_key(mo_id: int | None) -> crypto.SigningKey:
     """The МО's own «Подпись СЭМД для ВИМИС» certificate, else the region's; valid today."""
-    today = date.today()
-    rows = db.session.scalars(
-        db.select(Certificate)
-        .where(
-            Certificate.purpose == "vimis",
-            Certificate.key_pem.is_not(None),
-            (Certificate.mo_id == mo_id) | Certificate.mo_id.is_(None),
-        )
-        .order_by(Certificate.mo_id.is_(None), Certificate.valid_to.desc())
-    ).all()
-    valid = [c for c in rows if c.valid_from <= today <= c.valid_to]
-    if not valid:
-        detail = (
-            f" (сертификат «{rows[0].subject}» действовал до {rows[0].valid_to:%d.%m.%Y})" if rows else ""
-        )
-        raise TransientError(
-            "Нет действующего сертификата «Подпись СЭМД для ВИМИС» с закрытым ключом"
-            + detail
-            + ": добавьте его в разделе «Администрирование → Сертификаты»"
-        )
-    return _load_key(valid[0].id, valid[0].cert_pem, valid[0].key_pem)
-
-
-_keys: dict[int, crypto.SigningKey] = {}
-
-
-def _load_key(cert_id: int, cert_pem: str, key_pem: str) -> crypto.SigningKey:
-    key = _keys.get(cert_id)
-    if key is None or key.cert_pem != cert_pem:
-        key = _keys[cert_id] = crypto.load_signing_key(cert_pem, key_pem)
-    return key
+    try:
+        return admin_services.signing_key("vimis", mo_id)
+    except admin_services.NoCertificate as error:
+        raise TransientError(str(error)) from None
 
 
 def _call(item: WorkItem, action: str, message_id: str, operation: str, **params: Any) -> tuple[Any, _Signer]:
