@@ -8,6 +8,9 @@ duplicating. The generator is a pure function of (scale, seed, today).
 
 from __future__ import annotations
 
+import base64
+import functools
+import html
 import random
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -30,7 +33,7 @@ from portal.auth.roles import (
 from portal.cli import portal_cli
 from portal.clinical.gestation import format_weeks_days
 from portal.clinical.identifiers import enp_check_digit, snils_check_number
-from portal.clinical.intake import ingest_batch, run_in_transaction
+from portal.clinical.intake import VISIT_KINDS, ingest_batch, run_in_transaction
 from portal.clinical.models import ClinicalEvent, Department, Hospitalisation, Mo, Patient, Pregnancy, Staff
 from portal.clinical.names import (
     BIRTH_PLACES,
@@ -50,6 +53,7 @@ from portal.clinical.names import (
     insurer_of_enp,
 )
 from portal.extensions import db
+from portal.iemk.models import VisitReport
 
 PREFIX = "demo-"
 TOKEN_NAME = "Демо: исходная МИС"
@@ -320,6 +324,10 @@ class _Region:
         # A third stream for the order-263 records (branches, beds, referrals, movements,
         # dispensary observation): they too leave every row of the other streams as it was.
         self.hospital_rng = random.Random(seed * 7919 + 2)
+        # A fourth stream picks the visits with a signed PDF report (ИЭМК, seed 2.2).
+        self.report_rng = random.Random(seed * 7919 + 3)
+        self.report_share = 1.0  # chance that a patient's last visit has a report; set per region size
+        self.staff_by_id: dict[str, _Staff] = {}
         self.branch_of: dict[tuple[int, str], str] = {}  # (МО, department role) → branch source id
         self.bed_profiles: dict[tuple[int, str], dict[int, str]] = {}  # (МО, role) → V020 → source id
         self.referral_numbers: dict[int, int] = {}  # МО number → last referral number
@@ -432,8 +440,17 @@ def demo_records(
                "okato": "19000"}
     yield from _structure(region)
     stories, flaws = _plan(region.rng, count)
+    region.report_share = min(1.0, VISIT_REPORTS / count)
     for index, story in enumerate(stories, 1):
-        yield from _patient_records(region, index, story, flaws.get(index))
+        patient: dict[str, Any] = {}
+        visits: list[dict[str, Any]] = []
+        for record in _patient_records(region, index, story, flaws.get(index)):
+            yield record
+            if record["type"] == "patient":
+                patient = record
+            elif record["type"] == "event" and record["kind"] in VISIT_KINDS:
+                visits.append(record)
+        yield from _visit_reports(region, patient, visits)
     yield from _prophylactic_plans(region)
 
 
@@ -482,9 +499,9 @@ def _structure(region: _Region) -> Iterator[dict[str, Any]]:
                 if mo.n == 4 and position == OBGYN and k == 1:
                     snils = None  # deliberately: a doctor without СНИЛС
                 source_id = f"{PREFIX}staff-{number}"
-                region.staff[mo.n].setdefault(position, []).append(
-                    _Staff(source_id, position, f"{last} {first} {middle}")
-                )
+                person = _Staff(source_id, position, f"{last} {first} {middle}")
+                region.staff[mo.n].setdefault(position, []).append(person)
+                region.staff_by_id[source_id] = person
                 yield {
                     "type": "staff",
                     "id": source_id,
@@ -1579,6 +1596,88 @@ class _Hospital:
 # --- Loading, users, token ---------------------------------------------------------------------
 
 
+# --- Signed visit reports («емиас», seed 2.2) --------------------------------------------------
+
+VISIT_REPORTS = 30  # about this many in a region of any size: each is a real PDF, rendered once
+
+
+def _visit_reports(region: _Region, patient: dict[str, Any], visits: list[dict[str, Any]]) -> Iterator[dict]:
+    """The signed PDF report of the patient's last outpatient exam, for about VISIT_REPORTS patients.
+
+    Drawn from its own stream after the patient's records, so every earlier row stays as it was.
+    """
+    if not visits or region.report_rng.random() >= region.report_share:
+        return
+    visit = max(visits, key=lambda v: v["at"])
+    at = datetime.strptime(visit["at"], ISO)
+    signed_at = at + timedelta(minutes=region.report_rng.randint(5, 40))
+    doctor = region.staff_by_id[visit["doctor"]]
+    content = visit_report_pdf(_report_html(patient, visit, at, doctor, signed_at))
+    yield {
+        "type": "visit_report",
+        "id": f"{PREFIX}report-{visit['id'].removeprefix(PREFIX + 'ev-')}",
+        "event": visit["id"],
+        "file_name": f"Протокол осмотра {at:%d.%m.%Y}.pdf",
+        "content": base64.b64encode(content).decode("ascii"),
+        "signature": None,
+        "signed_by": f"{doctor.full_name}, {doctor.position}",
+        "signed_at": signed_at.strftime(ISO),
+        "to_iemk": True,
+    }
+
+
+_DEPARTMENT_NAMES = {f"{PREFIX}dep-{mo.n}-{i}": d.name for mo in MOS for i, d in enumerate(mo.departments, 1)}
+_MO_NAMES = {mo.source_id: mo.name for mo in MOS}
+_EXAM_LINES = (
+    ("term", "Срок беременности"),
+    ("complaints", "Жалобы"),
+    ("weight_kg", "Масса тела, кг"),
+    ("height_cm", "Рост, см"),
+    ("bp", "Артериальное давление, мм рт. ст."),
+    ("fundal_height_cm", "Высота стояния дна матки, см"),
+    ("fetal_heart_rate", "ЧСС плода, уд/мин"),
+    ("risk_group", "Группа риска"),
+    ("diagnosis", "Диагноз (МКБ-10)"),
+)
+
+
+def _report_html(
+    patient: dict[str, Any], visit: dict[str, Any], at: datetime, doctor: _Staff, signed_at: datetime
+) -> str:
+    e = html.escape
+    name = " ".join(p for p in (patient["last_name"], patient["first_name"], patient["middle_name"]) if p)
+    birth = date.fromisoformat(patient["birth_date"]).strftime("%d.%m.%Y") if patient.get("birth_date") else "—"
+    title = "Первичный осмотр беременной" if visit["kind"] == "exam_primary" else "Повторный осмотр беременной"
+    rows = "".join(
+        f"<tr><th>{e(label)}</th><td>{e(str(visit['data'][key]))}</td></tr>"
+        for key, label in _EXAM_LINES if key in visit["data"]
+    )
+    return (
+        "<!doctype html><html lang=ru><head><meta charset=utf-8><style>"
+        "@page{size:A4;margin:18mm}body{font-family:sans-serif;font-size:10.5pt}"
+        "h1{font-size:14pt;margin:4mm 0}table{border-collapse:collapse;width:100%}"
+        "th,td{border:0.5pt solid #888;padding:1.5mm 2mm;text-align:left;vertical-align:top}th{width:45%}"
+        ".sign{margin-top:10mm;font-size:9.5pt;border:0.5pt solid #444;padding:2mm}</style></head><body>"
+        f"<div>{e(_MO_NAMES[visit['mo']])}<br>{e(_DEPARTMENT_NAMES.get(visit['department'], ''))}</div>"
+        f"<h1>{e(title)}</h1>"
+        f"<p>Пациентка: <b>{e(name)}</b>, дата рождения {birth}<br>"
+        f"Дата и время приёма: {at:%d.%m.%Y %H:%M}</p>"
+        f"<table>{rows}</table>"
+        f"<p>Врач: {e(doctor.full_name)}, {e(doctor.position)}</p>"
+        f"<div class=sign>Документ подписан электронной подписью в МИС {signed_at:%d.%m.%Y %H:%M}<br>"
+        f"Владелец: {e(doctor.full_name)}</div></body></html>"
+    )
+
+
+@functools.lru_cache(maxsize=VISIT_REPORTS * 4)
+def visit_report_pdf(document: str) -> bytes:
+    """The report as PDF (WeasyPrint): the same bytes for the same text, kept for the next run in
+    this process, so that generating the region twice (tests, --once) renders nothing again."""
+    from weasyprint import HTML  # imported here: loading Pango costs time nothing else in the demo needs
+
+    return HTML(string=document).write_pdf()
+
+
 @dataclass
 class LoadReport:
     stored: int = 0
@@ -1695,6 +1794,7 @@ def demo_loaded() -> bool:
 SUMMARY_MODELS: tuple[tuple[str, type], ...] = (
     ("МО", Mo), ("отделений", Department), ("медработников", Staff), ("пациентов", Patient),
     ("беременностей", Pregnancy), ("госпитализаций", Hospitalisation), ("событий", ClinicalEvent),
+    ("протоколов визитов", VisitReport),
 )
 
 
@@ -1738,11 +1838,17 @@ def ensure_demo_tfoms() -> int:
     return selected
 
 
+DEMO_CERTIFICATES = (
+    ("vimis", "Демо-МИС: подпись ВИМИС"),  # ВИМИС signs every request (V-5)
+    ("iemk", "Демо-МИС: подпись документов ИЭМК"),  # «Получить и подписать документы» (I-7)
+)
+
+
 def ensure_demo_keys() -> int:
-    """The demo region's signing keys (RSA, self-signed): ВИМИС signs every request (V-5)."""
+    """The demo region's signing keys (RSA, self-signed), one per purpose; returns how many were made."""
     from portal.admin.services import ensure_demo_certificate
 
-    return int(ensure_demo_certificate("vimis", "Демо-МИС: подпись ВИМИС"))
+    return sum(int(ensure_demo_certificate(purpose, name)) for purpose, name in DEMO_CERTIFICATES)
 
 
 @portal_cli.command("demo-data")

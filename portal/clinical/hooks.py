@@ -18,7 +18,8 @@ from dataclasses import dataclass
 
 RECORD_TYPES = (
     "mo", "insurer", "branch", "department", "bed_profile", "staff", "patient", "attachment", "pregnancy",
-    "referral", "hospitalisation", "movement", "dispensary", "event", "plan", "plan_person",
+    "referral", "hospitalisation", "movement", "dispensary", "event", "visit_report",
+    "plan", "plan_person",
 )
 
 

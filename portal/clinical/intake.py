@@ -12,6 +12,8 @@ The field specifications below are the contract: validation and the OpenAPI docu
 
 from __future__ import annotations
 
+import base64
+import binascii
 import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -62,6 +64,7 @@ from portal.clinical.models import (
     Staff,
 )
 from portal.extensions import db
+from portal.iemk.models import VisitReport
 from portal.models_base import chunks, utcnow
 
 REQUIRED = "Не указано обязательное поле «{label}»"
@@ -69,6 +72,13 @@ REQUIRED = "Не указано обязательное поле «{label}»"
 DISPENSARY_PLACES: dict[str, str] = {"1": "В медицинской организации", "2": "На дому"}
 T = TypeVar("T")
 IN_CHUNK = 500  # source ids per IN (...) query: well under SQLite's and PostgreSQL's parameter limits
+# A visit report is a PDF of a few pages; the limit keeps one record well inside the request limit
+# (base64 adds a third: 10 МБ of PDF is about 13.4 МБ of JSON, the API accepts 20 МБ per request).
+MAX_REPORT_BYTES = 10 * 1024 * 1024
+MAX_SIGNATURE_BYTES = 1024 * 1024
+# Visits whose report may be attached to an Амбулаторный эпикриз (seed 2.2).
+VISIT_KINDS = ("exam_primary", "exam_repeat")
+INPATIENT_CARE = ("1", "2")  # care conditions of a stay: an exam there is not an outpatient visit
 
 
 class Refusal(Exception):
@@ -351,6 +361,84 @@ class JsonObject(Field):
 
     def extra_schema(self) -> dict[str, Any]:
         return {"additionalProperties": True}
+
+
+class PdfFileName(Text):
+    """A file name that must be a .pdf; a .zip gets the seed's own refusal (seed 2.2)."""
+
+    def parse(self, value: Any, path: str) -> str:
+        text = super().parse(value, path)
+        lower = text.lower()
+        if lower.endswith(".zip"):
+            raise Refusal(
+                path, "Формат .zip не поддерживается: протокол визита передаётся в ИЭМК только в формате PDF"
+            )
+        if not lower.endswith(".pdf") or len(lower) == 4:
+            raise Refusal(path, f"«{self.label}»: ожидается файл .pdf, получено «{text}»")
+        return text
+
+    def extra_schema(self) -> dict[str, Any]:
+        return {**super().extra_schema(), "pattern": r"^.+\.[Pp][Dd][Ff]$"}
+
+
+def _megabytes(size: int) -> str:
+    """10 МБ, 10,1 МБ: tenths rounded up, so that anything over a limit never reads as the limit."""
+    tenths = -(-size * 10 // (1024 * 1024))
+    whole, tenth = divmod(tenths, 10)
+    return f"{whole},{tenth} МБ" if tenth else f"{whole} МБ"
+
+
+_WHITESPACE = re.compile(r"\s+")
+
+
+class Base64File(Field):
+    """A file sent inline as base64 (RFC 4648, line breaks allowed); the column holds the bytes.
+
+    `magic` is how the file must begin (b"%PDF-" for a PDF) and `kind` names it in the refusal.
+    Oversized content is refused from its length before it is decoded.
+    """
+
+    def __init__(
+        self, name: str, label: str, *, max_bytes: int, magic: bytes | None = None, kind: str = "", **kw: Any
+    ) -> None:
+        super().__init__(name, label, **kw)
+        self.max_bytes = max_bytes
+        self.magic = magic
+        self.kind = kind
+
+    @property
+    def max_chars(self) -> int:
+        return 4 * ((self.max_bytes + 2) // 3)
+
+    def parse(self, value: Any, path: str) -> bytes:
+        if not isinstance(value, str):
+            raise Refusal(path, f"«{self.label}»: ожидается строка base64")
+        compact = _WHITESPACE.sub("", value)
+        too_big = f"«{self.label}»: файл больше допустимых {_megabytes(self.max_bytes)}"
+        if len(compact) > self.max_chars:
+            raise Refusal(path, f"{too_big}, получено {_megabytes(len(compact) * 3 // 4)}")
+        try:
+            data = base64.b64decode(compact, validate=True)
+        except (binascii.Error, ValueError):
+            raise Refusal(
+                path, f"«{self.label}»: некорректная строка base64 (допустимы A–Z, a–z, 0–9, +, / и = в конце)"
+            ) from None
+        if len(data) > self.max_bytes:
+            raise Refusal(path, f"{too_big}, получено {_megabytes(len(data))}")
+        if self.magic is not None and not data.startswith(self.magic):
+            raise Refusal(
+                path, f"«{self.label}»: содержимое не является файлом {self.kind} (должно начинаться с "
+                f"«{self.magic.decode('ascii')}»)"
+            )
+        return data
+
+    def extra_schema(self) -> dict[str, Any]:
+        return {"format": "byte", "maxLength": self.max_chars}
+
+    def schema(self) -> dict[str, Any]:
+        schema = super().schema()
+        schema["description"] += f". Base64, не больше {_megabytes(self.max_bytes)} до кодирования"
+        return schema
 
 
 class Ref(Field):
@@ -750,6 +838,28 @@ _TYPE_LIST = [
                        description="Для kas_notice обязательно data.kas_status: " + ", ".join(KAS_STATUSES)),
         ],
         noun="Событие", found="найдено", refused="отклонено", same_mo=("department",),
+        exposed=("mo_id", "kind", "care_conditions"),
+    ),
+    RecordType(
+        "visit_report", "Протокол визита (подписанный PDF)", VisitReport,
+        [
+            Ref("event", "Визит", "event", required=True,
+                description="Амбулаторный приём — событие exam_primary или exam_repeat; МО протокола — МО "
+                            "этого события"),
+            PdfFileName("file_name", "Имя файла", required=True, example="Протокол осмотра 12.03.2026.pdf",
+                 description="Только .pdf: архивы .zip в ИЭМК не передаются"),
+            Base64File("content", "Содержимое PDF", required=True, max_bytes=MAX_REPORT_BYTES, magic=b"%PDF-",
+                       kind="PDF", description="Протокол визита, подписанный в МИС"),
+            Base64File("signature", "Открепленная подпись", max_bytes=MAX_SIGNATURE_BYTES,
+                       description="Подпись CMS (PKCS#7, DER) файла PDF, если МИС её передаёт"),
+            Text("signed_by", "Кто подписал", description="ФИО и должность подписавшего"),
+            DateTimeField("signed_at", "Дата и время подписания"),
+            Bool("to_iemk", "Передавать в ИЭМК", default=True,
+                 description="Признак TO_IEMK: протокол прилагается к Амбулаторному эпикризу визита"),
+        ],
+        noun="Протокол визита", derived=(("mo_id", "event", "mo_id"),),
+        description="Протокол визита, подписанный в МИС («емиас»): с признаком to_iemk прилагается к "
+                    "СЭМД «Амбулаторный эпикриз» этого визита (только PDF, .zip не поддерживается)",
     ),
     RecordType(
         "plan", "План диспансеризации или профилактических осмотров", ProphylacticPlan,
@@ -996,6 +1106,21 @@ def _check_consistency(rtype: RecordType, values: dict[str, Any], rows: dict[str
         _exposed(rtype, rows, "referral", "to_mo_id") != values["mo_id"]
     ):
         raise Refusal("referral", f"Направление {refs['referral']} выдано в другую МО, не в {refs['mo']}")
+    if rtype.name == "visit_report":
+        kind = _exposed(rtype, rows, "event", "kind")
+        if kind not in VISIT_KINDS:
+            raise Refusal(
+                "event",
+                f"Событие {refs['event']} — «{EVENT_KINDS.get(kind, kind)}», не амбулаторный приём: протокол "
+                "визита прилагается только к первичному или повторному осмотру (exam_primary, exam_repeat)",
+            )
+        care = _exposed(rtype, rows, "event", "care_conditions")
+        if care in INPATIENT_CARE:
+            raise Refusal(
+                "event",
+                f"Осмотр {refs['event']} проведён в условиях «{CARE_CONDITIONS[care]}», не амбулаторно: "
+                "протокол визита прилагается только к амбулаторному приёму",
+            )
     if rtype.name == "movement" and "bed_profile" in rows and (
         _exposed(rtype, rows, "bed_profile", "department_id") != values["department_id"]
     ):

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from portal.clinical.intake import ORDER, RECORD_TYPES
+from portal.clinical.intake import MAX_REPORT_BYTES, ORDER, RECORD_TYPES
 
 SCHEMA_NAMES = {
     "mo": "MoRecord",
@@ -25,6 +25,7 @@ SCHEMA_NAMES = {
     "movement": "MovementRecord",
     "dispensary": "DispensaryRecord",
     "event": "EventRecord",
+    "visit_report": "VisitReportRecord",
     "plan": "PlanRecord",
     "plan_person": "PlanPersonRecord",
 }
@@ -33,8 +34,8 @@ DESCRIPTION = """\
 Приём данных из региональной МИС мониторинга беременных (X-5): МО, СМО, подразделения (здания) МО,
 отделения и их коечный фонд, медицинские работники, пациенты, прикрепления к участкам,
 беременности, направления на госпитализацию, госпитализации и движения в стационаре,
-диспансерное наблюдение, клинические события, планы диспансеризации и профилактических осмотров
-с людьми в них.
+диспансерное наблюдение, клинические события, подписанные в МИС протоколы визитов (PDF),
+планы диспансеризации и профилактических осмотров с людьми в них.
 
 * Каждая запись несёт идентификатор исходной системы `id`; повторная отправка записи с тем же
   `type` и `id` обновляет её и никогда не создаёт дубликат. Запись передаётся целиком:
@@ -52,7 +53,11 @@ DESCRIPTION = """\
 * Диагнозы — коды МКБ-10 латиницей: `O24.4`, `Z34.0`.
 * Отделение, подразделение и врач, на которые ссылается запись, должны относиться к её МО;
   отделение и профиль коек направления — к МО госпитализации (`to_mo`).
-""".format(order=", ".join(ORDER))
+* Протокол визита (`visit_report`) — файл PDF в base64 (`content`, не больше {report_mb} МБ) с
+  открепленной подписью МИС (`signature`, необязательна). Он относится к амбулаторному приёму
+  (событие `exam_primary` или `exam_repeat`) и с признаком `to_iemk` прилагается к СЭМД
+  «Амбулаторный эпикриз» этого визита в ИЭМК; архив .zip не принимается.
+""".format(order=", ".join(ORDER), report_mb=MAX_REPORT_BYTES // (1024 * 1024))
 
 
 _TEXT = {"type": "string", "nullable": True}
@@ -107,13 +112,16 @@ def _record_schema(type_name: str) -> dict[str, Any]:
     for f in rtype.fields:
         properties[f.name] = f.schema()
     required = ["type", "id"] + [f.name for f in rtype.fields if f.required]
-    return {
+    schema: dict[str, Any] = {
         "type": "object",
         "title": rtype.label,
         "required": required,
         "properties": properties,
         "additionalProperties": True,
     }
+    if rtype.description:
+        schema["description"] = rtype.description
+    return schema
 
 
 def build_document(max_records: int) -> dict[str, Any]:

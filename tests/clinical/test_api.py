@@ -447,7 +447,7 @@ def test_openapi_document_describes_every_record_type_and_event_kind(client):
                     for ref in schemas["Record"]["oneOf"]}
     assert record_types == {"mo", "insurer", "branch", "department", "bed_profile", "staff", "patient",
                             "attachment", "pregnancy", "referral", "hospitalisation", "movement", "dispensary",
-                            "event", "plan", "plan_person"}
+                            "event", "visit_report", "plan", "plan_person"}
     assert set(schemas["EventRecord"]["properties"]["kind"]["enum"]) == set(EVENT_KINDS)
     assert "kas_status" in schemas["EventRecord"]["properties"]["data"]["description"]
     assert schemas["PatientRecord"]["properties"]["policy"]["properties"]["kind"]["enum"] == ["С", "В", "П", "Э", "К"]

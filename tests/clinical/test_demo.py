@@ -173,7 +173,7 @@ def test_every_reference_points_to_an_earlier_record(default_region):
     """Records arrive in dependency order, so intake can store them chunk by chunk."""
     seen: set[tuple[str, str]] = set()
     targets = {"mo": "mo", "patient": "patient", "pregnancy": "pregnancy", "hospitalisation": "hospitalisation",
-               "department": "department", "doctor": "staff"}
+               "department": "department", "doctor": "staff", "event": "event"}
     for record in default_region.records:
         for name, target in targets.items():
             if record.get(name):

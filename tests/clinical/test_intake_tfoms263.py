@@ -618,6 +618,7 @@ def test_openapi_documents_the_new_types(client):
         "movement",
         "dispensary",
         "event",
+        "visit_report",
         "plan",
         "plan_person",
     ]
