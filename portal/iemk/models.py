@@ -59,7 +59,7 @@ class DocKind:
     remd_kind: int  # ФНСИ 1.2.643.5.1.13.13.11.1520 «Регистрируемые медицинские документы»
     type_code: int  # ФНСИ 1.2.643.5.1.13.13.11.1522 document type (ClinicalDocument/code)
     type_name: str
-    template_oid: str
+    template_oid: str  # ClinicalDocument/templateId: the kind's Schematron where one is public, else the ФНСИ 1520 OID
     med_document: str  # N3 EMKService MedDocument subtype (xsi:type)
     event_kinds: tuple[str, ...]
 
@@ -79,7 +79,7 @@ KINDS: dict[str, DocKind] = {
         DocKind("consult", "Протокол консультации", 119, 5, "Протокол консультации",
                 "1.2.643.5.1.13.13.15.13.4", "ConsultNote", ("consult_therapist",)),
         DocKind("instrumental", "Протокол инструментального исследования", 174, 6,
-                "Протокол инструментального исследования", "1.2.643.5.1.13.13.15.17.4", "PacsResult",
+                "Протокол инструментального исследования", "1.2.643.5.1.13.13.14.6.9.4", "PacsResult",
                 ("ultrasound_1", "ultrasound_2", "ultrasound_3", "prenatal_screening_1")),
     )
 }

@@ -63,6 +63,7 @@ from portal.clinical.models import (
     SEXES,
     ClinicalEvent,
     Mo,
+    Patient,
     Staff,
 )
 from portal.vimis.checks import CARD_TYPES, OID_PATTERN, medical_card, new_style_policy_number
@@ -467,9 +468,7 @@ def _data_text(data: dict, key: str) -> str | None:
 # --- header -------------------------------------------------------------------------------
 
 
-def _record_target(doc, event: ClinicalEvent):
-    patient = event.patient
-    mo = event.mo
+def _record_target(doc, patient: Patient, mo: Mo):
     region = region_code(mo)
     role = _el(_el(doc, "recordTarget"), "patientRole")
     _mo_id(role, mo, "100.1.1.10", patient.source_id)
@@ -509,12 +508,12 @@ def _record_target(doc, event: ClinicalEvent):
     _organization(role, "providerOrganization", mo)
 
 
-def _author(doc, event: ClinicalEvent, created: str):
+def _author(doc, doctor: Staff | None, mo: Mo, created: str):
     author = _el(doc, "author")
     _el(author, "time", value=created)
     assigned = _el(author, "assignedAuthor")
-    _staff_entity(assigned, event.doctor, event.mo)
-    _organization(assigned, "representedOrganization", event.mo)
+    _staff_entity(assigned, doctor, mo)
+    _organization(assigned, "representedOrganization", mo)
 
 
 def _custodian(doc, mo: Mo):
@@ -528,17 +527,16 @@ def _recipient(doc):
     _el(org, "name", "Министерство здравоохранения Российской Федерации")
 
 
-def _legal_authenticator(doc, event: ClinicalEvent, created: str):
+def _legal_authenticator(doc, doctor: Staff | None, mo: Mo, created: str):
     legal = _el(doc, "legalAuthenticator")
     _el(legal, "time", value=created)
     _el(legal, "signatureCode", code="S")
     entity = _el(legal, "assignedEntity")
-    _staff_entity(entity, event.doctor, event.mo)
-    _organization(entity, "representedOrganization", event.mo)
+    _staff_entity(entity, doctor, mo)
+    _organization(entity, "representedOrganization", mo)
 
 
-def _policy(doc, event: ClinicalEvent):
-    patient = event.patient
+def _policy(doc, patient: Patient):
     number = new_style_policy_number(patient)
     if not number:
         return
@@ -551,41 +549,87 @@ def _policy(doc, event: ClinicalEvent):
         _el(insurer, "name", nullFlavor="NI")
 
 
+def service_event(
+    doc,
+    mo: Mo,
+    performer: Staff | None,
+    *,
+    low: datetime | date | None,
+    high: datetime | date | None = None,
+    performer_type: str = "PPRF",
+):
+    """documentationOf/serviceEvent: the period of the documented service and who performed it."""
+    service = _el(_el(doc, "documentationOf"), "serviceEvent")
+    period = _el(service, "effectiveTime")
+    _time_el(period, "low", low)
+    if high is not None:
+        _time_el(period, "high", high)
+    entity = _el(_el(service, "performer", typeCode=performer_type), "assignedEntity")
+    _staff_entity(entity, performer, mo)
+    _organization(entity, "representedOrganization", mo)
+    return service
+
+
+def encompassing_encounter(
+    doc,
+    mo: Mo,
+    *,
+    case_id: str | None,
+    record: tuple[str, str | None] | None,
+    low: datetime | date | None,
+    high: datetime | date | None = None,
+    disposition: Coded | None = None,
+    location: str | None = None,
+):
+    """componentOf/encompassingEncounter: the case (<OID>.100.1.1.15), its medical record (`record`:
+    suffix 100.1.1.16 история болезни or 100.1.1.17 амбулаторная карта, and number), its period,
+    the discharge outcome and the department (`location`)."""
+    encounter = _el(_el(doc, "componentOf"), "encompassingEncounter")
+    _mo_id(encounter, mo, "100.1.1.15", case_id)
+    if record is not None:
+        _mo_id(encounter, mo, record[0], record[1])
+    period = _el(encounter, "effectiveTime")
+    _time_el(period, "low", low)
+    if high is not None:
+        _time_el(period, "high", high)
+    if disposition is not None:
+        _coded(encounter, "dischargeDispositionCode", disposition)
+    if location is not None:
+        facility = _el(_el(encounter, "location"), "healthCareFacility")
+        _el(facility, "id", nullFlavor="NI")
+        _el(_el(facility, "location"), "name", location)
+    return encounter
+
+
 def _documentation_of(doc, event: ClinicalEvent, semd_type: int):
     """The performed service (study, consultation) and its performer: SMSV2, SMSV3, SMSV5."""
     if semd_type not in (2, 3, 5) or event.doctor is None:
         return
-    service = _el(_el(doc, "documentationOf"), "serviceEvent")
-    period = _el(service, "effectiveTime")
-    _time_el(period, "low", event.at)
-    performer = _el(service, "performer", typeCode="SPRF" if semd_type == 5 else "PPRF")
-    entity = _el(performer, "assignedEntity")
-    _staff_entity(entity, event.doctor, event.mo)
-    _organization(entity, "representedOrganization", event.mo)
+    service_event(
+        doc, event.mo, event.doctor, low=event.at, performer_type="SPRF" if semd_type == 5 else "PPRF"
+    )
 
 
 def _component_of(doc, event: ClinicalEvent, semd_type: int):
-    mo = event.mo
     card = medical_card(event, semd_type) if semd_type in CARD_TYPES else None
     stay = event.hospitalisation if semd_type in (8, 17) or (card and card[0] == "inpatient") else None
-    encounter = _el(_el(doc, "componentOf"), "encompassingEncounter")
-    _mo_id(encounter, mo, "100.1.1.15", stay.source_id if stay else event.source_id)
+    record = None
     if stay is not None:
-        _mo_id(encounter, mo, "100.1.1.16", stay.source_id)  # номер истории болезни
+        record = ("100.1.1.16", stay.source_id)  # номер истории болезни
     elif card is not None:
-        _mo_id(encounter, mo, "100.1.1.17", card[1].source_id)  # номер амбулаторной карты
-    period = _el(encounter, "effectiveTime")
-    if semd_type in (8, 17):
-        _time_el(period, "low", stay.admitted_at if stay else None)
-        _time_el(period, "high", (stay.discharged_at if stay else None) or event.at)
-        _coded(encounter, "dischargeDispositionCode", DISCHARGED)
-    else:
-        _time_el(period, "low", stay.admitted_at if stay else event.at)
+        record = ("100.1.1.17", card[1].source_id)  # номер амбулаторной карты
     department = (stay.department if stay else None) or event.department
-    if department is not None:
-        facility = _el(_el(encounter, "location"), "healthCareFacility")
-        _el(facility, "id", nullFlavor="NI")
-        _el(_el(facility, "location"), "name", department.name)
+    hospital = semd_type in (8, 17)
+    encompassing_encounter(
+        doc,
+        event.mo,
+        case_id=stay.source_id if stay else event.source_id,
+        record=record,
+        low=(stay.admitted_at if stay else None) if hospital else (stay.admitted_at if stay else event.at),
+        high=((stay.discharged_at if stay else None) or event.at) if hospital else None,
+        disposition=DISCHARGED if hospital else None,
+        location=department.name if department is not None else None,
+    )
 
 
 # --- body ---------------------------------------------------------------------------------
@@ -699,6 +743,64 @@ def _outcome_section(body, event: ClinicalEvent):
 # --- public API ---------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class Header:
+    """What differs between documents in the header every SEMD shares (ВИМИС and ИЭМК)."""
+
+    code: Coded  # ClinicalDocument/code, also the title
+    template_id: str
+    document_uuid: str  # id/@extension under <OID>.100.1.1.51
+    set_id: str  # setId/@extension under <OID>.100.1.1.50
+    version: int
+    created_at: datetime  # naive = UTC
+    type_id: str = "POCD_HD000040"  # typeId/@extension (РЭМД Schematron Main01-2 wants POCD_MT000040)
+
+
+def clinical_document(header: Header, *, patient: Patient, mo: Mo, doctor: Staff | None):
+    """A ClinicalDocument element with the common header: ids, code, title, times, recordTarget,
+    author, custodian, recipient (Минздрав), legalAuthenticator and the ОМС policy holder.
+    The caller adds documentationOf, componentOf and the body, then `to_bytes`."""
+    created = _created_ts(header.created_at)
+    doc = etree.Element(f"{{{NS}}}ClinicalDocument", nsmap={None: NS})
+    _el(doc, "realmCode", code="RU")
+    _el(doc, "typeId", root="2.16.840.1.113883.1.3", extension=header.type_id)
+    _el(doc, "templateId", root=header.template_id)
+    _mo_id(doc, mo, "100.1.1.51", header.document_uuid)
+    _coded(doc, "code", header.code)
+    _el(doc, "title", header.code.display)
+    _el(doc, "effectiveTime", value=created)
+    _coded(doc, "confidentialityCode", CONFIDENTIALITY)
+    _el(doc, "languageCode", code="ru-RU")
+    _mo_id(doc, mo, "100.1.1.50", header.set_id, tag="setId")
+    _el(doc, "versionNumber", value=str(int(header.version)))
+    _record_target(doc, patient, mo)
+    _author(doc, doctor, mo, created)
+    _custodian(doc, mo)
+    _recipient(doc)
+    _legal_authenticator(doc, doctor, mo, created)
+    _policy(doc, patient)
+    return doc
+
+
+def to_bytes(doc) -> bytes:
+    """The document as sent: UTF-8 with the XML declaration."""
+    return XML_DECLARATION + etree.tostring(doc, encoding="UTF-8", pretty_print=PRETTY)
+
+
+# Building blocks other CDA documents reuse (portal.iemk.cda builds the ИЭМК SEMD with them).
+element = _el
+coded_element = _coded
+time_element = _time_el
+mo_identifier = _mo_id
+section_code = _section_code
+document_kind_code = _kind
+rows_section = _rows_section
+date_text = _date_text
+event_rows = _event_rows
+data_rows = _data_rows
+data_text = _data_text
+
+
 def build_document(
     event: ClinicalEvent,
     semd_type: int,
@@ -715,32 +817,19 @@ def build_document(
     """
     if semd_type not in SEMD_TYPES:
         raise ValueError(f"unknown SEMD type {semd_type}")
-    mo = event.mo
-    created = _created_ts(created_at)
-    code = DOCUMENT_CODES[semd_type]
-
-    doc = etree.Element(f"{{{NS}}}ClinicalDocument", nsmap={None: NS})
-    _el(doc, "realmCode", code="RU")
-    _el(doc, "typeId", root="2.16.840.1.113883.1.3", extension="POCD_HD000040")
-    _el(doc, "templateId", root=TEMPLATE_IDS.get(semd_type, "0"))
-    _mo_id(doc, mo, "100.1.1.51", document_uuid)
-    _coded(doc, "code", code)
-    _el(doc, "title", code.display)
-    _el(doc, "effectiveTime", value=created)
-    _coded(doc, "confidentialityCode", CONFIDENTIALITY)
-    _el(doc, "languageCode", code="ru-RU")
-    _mo_id(doc, mo, "100.1.1.50", set_id_extension(event, semd_type), tag="setId")
-    _el(doc, "versionNumber", value=str(int(version)))
-    _record_target(doc, event)
-    _author(doc, event, created)
-    _custodian(doc, mo)
-    _recipient(doc)
-    _legal_authenticator(doc, event, created)
-    _policy(doc, event)
+    header = Header(
+        code=DOCUMENT_CODES[semd_type],
+        template_id=TEMPLATE_IDS.get(semd_type, "0"),
+        document_uuid=document_uuid,
+        set_id=set_id_extension(event, semd_type),
+        version=version,
+        created_at=created_at,
+    )
+    doc = clinical_document(header, patient=event.patient, mo=event.mo, doctor=event.doctor)
     _documentation_of(doc, event, semd_type)
     _component_of(doc, event, semd_type)
     _body(doc, event, semd_type, kas_case_number)
-    return XML_DECLARATION + etree.tostring(doc, encoding="UTF-8", pretty_print=PRETTY)
+    return to_bytes(doc)
 
 
 _schema: etree.XMLSchema | None = None
