@@ -1851,6 +1851,40 @@ def ensure_demo_keys() -> int:
     return sum(int(ensure_demo_certificate(purpose, name)) for purpose, name in DEMO_CERTIFICATES)
 
 
+DEMO_SIGNED_PER_MO = 15  # ИЭМК documents signed per demo МО: switching the integration on sends them
+
+
+def ensure_demo_iemk() -> int:
+    """Sign the newest ИЭМК documents of each demo МО as its demo doctor (seed 2.1–2.5), so that
+    «Включить интеграцию» (0/2 → 2/2) has signed documents to send; the integration stays off."""
+    from portal.iemk.documents import sign_documents
+    from portal.iemk.models import UNSIGNED, IemkDocument
+
+    signed = 0
+    doctors = db.session.scalars(
+        db.select(User).where(User.role == DOCTOR, User.login.in_([s[0] for s in demo_user_specs()]))
+    ).all()
+    for user in doctors:
+        if db.session.scalar(
+            db.select(IemkDocument.id).where(IemkDocument.mo_id == user.mo_id, IemkDocument.signed_at.is_not(None))
+        ):
+            continue
+        docs = db.session.scalars(
+            db.select(IemkDocument)
+            .where(IemkDocument.mo_id == user.mo_id, IemkDocument.status == UNSIGNED)
+            .order_by(IemkDocument.event_at.desc(), IemkDocument.id.desc())
+            .limit(DEMO_SIGNED_PER_MO * 2)
+        ).all()
+        mine = 0
+        for doc in docs:  # some fail a control (data the demo left out on purpose) and stay unsigned
+            mine += len(sign_documents([doc], user).signed)
+            if mine == DEMO_SIGNED_PER_MO:
+                break
+        signed += mine
+    db.session.commit()
+    return signed
+
+
 @portal_cli.command("demo-data")
 @click.option("--once", is_flag=True, help="Ничего не делать, если демо-регион уже загружен (для make run).")
 @click.option("--scale", type=click.IntRange(1, 1000), default=1, show_default=True,
@@ -1880,6 +1914,7 @@ def demo_data_command(once: bool, scale: int, seed: int, patients: int | None) -
     token = ensure_demo_token(current_app.config["DEMO_API_TOKEN"])
     keys = ensure_demo_keys()
     db.session.commit()
+    iemk_signed = ensure_demo_iemk()
 
     counts = demo_summary()
     parts = [f"{label}: {value}" for label, value in counts.items()]
@@ -1890,6 +1925,7 @@ def demo_data_command(once: bool, scale: int, seed: int, patients: int | None) -
     click.echo(f"Демо-пользователей создано: {users}; токен API {'создан' if token else 'уже был'}; "
                f"демо-сертификатов создано: {keys}.")
     click.echo(f"ТФОМС: обмен файлами и пакетами включён для демо-МО; отобрано для идентификации: {selected}.")
+    click.echo(f"ИЭМК: подписано документов демо-врачами: {iemk_signed} (интеграция выключена — 0/2).")
     click.echo("Логины и пароль: flask portal demo-logins")
 
 
