@@ -1,10 +1,12 @@
 """ИЭМК N3.Health stand-in: the patient index PixService (`PixService.xml`, SOAP 1.1).
 
+EMKService and the document registry live in `simulators/iemk_emk.py`, on this blueprint.
+
     GET  /iemk/pix?wsdl         the WSDL (also ?singleWsdl), soap:address pointing at this host
     POST /iemk/pix              GetVersion, AddPatient, UpdatePatient, GetPatient, GetPatientByGlobalId
     GET  /iemk/_patients        the index (JSON list), for tests and demos
     GET  /iemk/_last_request    the last SOAP request received, as sent (text/xml)
-    GET|POST /iemk/_settings    {"required_guid": "…" | null}
+    GET|POST /iemk/_settings    {"required_guid": "…" | null} (+ the document part's, iemk_emk.py)
 
 What it does (specs/iemk/NOTES.md; the behaviour the WSDL leaves open is this stand-in's choice):
 
@@ -468,14 +470,20 @@ def last_request():
 
 @bp.route("/_settings", methods=["GET", "POST"])
 def settings():
+    from simulators import iemk_emk  # the document part (EMKService, registry) keeps its own
+
     state = _state()
     if request.method == "POST":
         payload = request.get_json(silent=True)
         if not isinstance(payload, dict) or not isinstance(payload.get("required_guid", ""), str | None):
             return jsonify({"error": 'Ожидается JSON {"required_guid": строка или null}'}), 400
+        problem = iemk_emk.settings_problem(payload)
+        if problem:
+            return jsonify({"error": problem}), 400
         if "required_guid" in payload:
             state.required_guid = payload["required_guid"] or None
-    return jsonify({"required_guid": state.required_guid})
+        iemk_emk.apply_settings(payload)
+    return jsonify({"required_guid": state.required_guid, **iemk_emk.current_settings()})
 
 
 register_simulator(NAME, "ИЭМК (N3.Health)", bp, error_answer=_error_answer)

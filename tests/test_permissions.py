@@ -20,7 +20,7 @@ from portal.extensions import db
 from portal.vimis.models import Semd, SemdVersion
 from tests.conftest import login
 
-PUBLIC = {"static", "auth.login", "main.healthz"}
+PUBLIC = {"static", "auth.login", "main.healthz", "iemk.callback"}  # callback: a machine endpoint (SOAP)
 SKIP_PREFIXES = ("api.",)  # the API authenticates by bearer token: tests/clinical/test_api.py
 
 
@@ -96,6 +96,22 @@ def _tfoms_packet(side):
     return packet
 
 
+def _iemk_document(side):
+    """A signed ИЭМК document of the side's МО (its XML download exists only once signed)."""
+    from portal.admin.services import ensure_demo_certificate
+    from portal.iemk.documents import ensure_documents, sign_documents
+    from portal.iemk.models import IemkDocument
+    from tests import factories
+
+    ensure_demo_certificate("iemk", "Тест: подпись документов ИЭМК")
+    event = factories.make_event(side.patients[0], "lab_blood", doctor_id=factories.make_staff(side.mo).id,
+                                 data={"hemoglobin_g_l": 118, "diagnosis": "Z34.0"})
+    ensure_documents([event.id])
+    doc = db.session.scalars(db.select(IemkDocument).where(IemkDocument.event_id == event.id)).one()
+    assert sign_documents([doc], side.users["doctor"]).signed == [doc]
+    return doc
+
+
 def _samples(region):
     """Values for URL arguments: the object of МО «a» (own) and of МО «b» (other), or a global one."""
     token = ApiToken(name="matrix", token_hash=hash_token("matrix-token"), prefix="matrix-t")
@@ -105,6 +121,7 @@ def _samples(region):
     plan_exports = {side: _plan_export(getattr(region, side)) for side in ("a", "b")}
     ident_packages = {side: _ident_package(getattr(region, side)) for side in ("a", "b")}
     tfoms_packets = {side: _tfoms_packet(getattr(region, side)) for side in ("a", "b")}
+    iemk_docs = {side: _iemk_document(getattr(region, side)) for side in ("a", "b")}
     db.session.commit()
     owned = {
         "patient_id": lambda s: s.patients[0].id,
@@ -117,8 +134,9 @@ def _samples(region):
         "export_id": lambda s: plan_exports["a" if s is region.a else "b"][1].id,
         "package_id": lambda s: ident_packages["a" if s is region.a else "b"].id,
         "packet_id": lambda s: tfoms_packets["a" if s is region.a else "b"].id,
+        "doc_id": lambda s: iemk_docs["a" if s is region.a else "b"].id,
     }
-    shared = {"token_id": token.id, "key": "iemk", "number": 1}
+    shared = {"token_id": token.id, "key": "iemk", "number": 1, "local_uid": "00000000-0000-0000-0000-000000000000"}
     return owned, shared
 
 

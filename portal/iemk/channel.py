@@ -13,7 +13,15 @@ from __future__ import annotations
 from sqlalchemy.orm import joinedload
 
 from portal.clinical.models import ClinicalEvent
-from portal.exchange.delivery import Channel, DataError, Outcome, apply_outcome, memo, register_channel
+from portal.exchange.delivery import (
+    Channel,
+    DataError,
+    Outcome,
+    TransientError,
+    apply_outcome,
+    memo,
+    register_channel,
+)
 from portal.exchange.models import CANCELLED, DONE, FAILED, WAITING, JournalEntry, WorkItem
 from portal.extensions import db
 from portal.iemk import models as m
@@ -103,7 +111,9 @@ def outcome_of(result, operation: str) -> Outcome:
 def receive_result(local_uid: str, result) -> bool:
     """The asynchronous answer (callback sendDocumentResult); False when no such document was sent.
 
-    A repeated answer settles nothing twice; the caller commits."""
+    A repeated answer settles nothing twice; one that comes while the upload is still being
+    recorded raises TransientError (the callback answers a Server fault and ИЭМК repeats it).
+    The caller commits."""
     doc = db.session.scalar(db.select(m.IemkDocument).where(m.IemkDocument.local_uid == local_uid))
     if doc is None:
         return False
@@ -121,6 +131,8 @@ def receive_result(local_uid: str, result) -> bool:
         return False
     if item.state in (DONE, FAILED, CANCELLED):
         return True
+    if item.state != WAITING:  # the answer overtook our own record of the upload: ИЭМК repeats it
+        raise TransientError("Документ ещё передаётся: повторите ответ позже")
     outcome = outcome_of(result, "Асинхронный ответ ИЭМК")
     if outcome.state == WAITING:
         return True

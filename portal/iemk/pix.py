@@ -2,9 +2,10 @@
 
 SOAP 1.1 (BasicHttpBinding) at the МО's `iemk.pix_endpoint`; every call carries the МО's МИС
 token `iemk.guid` and the МО's ФРМО OID as `idLPU`. Failures are sorted for the delivery
-mechanism: nothing left (refused, connect timeout, 5xx) → TransientError; the request left but
-no answer came → UnknownOutcome; ИЭМК refused the request (SOAP Fault with `RequestFault`) or
-answered something that is not SOAP → PixError (a DataError: no automatic retry).
+mechanism by `soap.call` (shared with EMKService): nothing left (refused, connect timeout, 5xx) →
+TransientError; the request left but no answer came → UnknownOutcome; ИЭМК refused the request
+(SOAP Fault with `RequestFault`) or answered something that is not SOAP → PixError (a DataError:
+no automatic retry).
 
 PatientDto documents (`IdDocumentType`, N3's own document type dictionary, unsignedByte):
 
@@ -23,25 +24,16 @@ keep no structured address). Sex: 1 male, 2 female (unsignedByte).
 
 from __future__ import annotations
 
-import threading
 from datetime import date, datetime
-from pathlib import Path
 from typing import Any
 
-from lxml import etree
-from zeep import Client, Settings
-from zeep.exceptions import Error as ZeepError
-from zeep.exceptions import Fault, TransportError, XMLParseError, XMLSyntaxError
-from zeep.helpers import serialize_object
-
 from portal.clinical.models import DOCUMENT_KINDS, Mo, Patient
-from portal.exchange.delivery import DataError, TransientError, setting
-from portal.exchange.http import NotSoap, connection_errors, soap_transport
+from portal.exchange.delivery import setting
 from portal.extensions import db
+from portal.iemk import soap
 
-WSDL = Path(__file__).resolve().parent.parent / "schemas" / "iemk" / "PixService.xml"
+WSDL = soap.SCHEMAS / "PixService.xml"
 BINDING = "{http://tempuri.org/}BasicHttpBinding_IPixService"
-NS_FAULT = "http://schemas.datacontract.org/2004/07/N3.EMK.Dto.Common"
 
 SEX = {"M": 1, "F": 2}
 # ФОМС F011 kind → N3 IdDocumentType (same numbers for identity documents).
@@ -60,39 +52,17 @@ ADDRESS_REGISTRATION, ADDRESS_RESIDENCE = 1, 2
 SOURCES = ("Unknown", "Reg", "Fed")
 
 
-class PixError(DataError):
-    """ИЭМК refused the request or answered nonsense; the text is for the user (Russian)."""
-
-    def __init__(self, message: str, property_name: str | None = None, code: int | None = None) -> None:
-        super().__init__(message)
-        self.property_name = property_name
-        self.code = code
-
-
-_clients: dict[float, Client] = {}
-_services: dict[tuple[str, float], Any] = {}
-_lock = threading.Lock()
-
-
-def _service(endpoint: str, timeout: float) -> Any:
-    """The WSDL is parsed once per timeout (one zeep Client); a service proxy per endpoint."""
-    with _lock:
-        service = _services.get((endpoint, timeout))
-        if service is None:
-            client = _clients.get(timeout)
-            if client is None:
-                transport = soap_transport(endpoint, timeout)
-                client = _clients[timeout] = Client(
-                    str(WSDL), transport=transport, settings=Settings(strict=False)
-                )
-            service = _services[(endpoint, timeout)] = client.create_service(BINDING, endpoint)
-        return service
+class PixError(soap.IemkError):
+    """ИЭМК refused a patient index request or answered nonsense; the text is for the user (Russian)."""
 
 
 def _lpu(mo: Mo) -> str:
-    if not (mo.oid or "").strip():
-        raise DataError("У МО не указан OID (ФРМО): ИЭМК не примет пациента")
-    return mo.oid.strip()
+    return soap.lpu(mo, "пациента")
+
+
+def mis_id(patient: Patient) -> str:
+    """IdPatientMIS: the patient's id in the source MIS (EMKService's idPatientMis too)."""
+    return patient.source_id or str(patient.id)
 
 
 # --- the PatientDto -------------------------------------------------------------------------
@@ -155,7 +125,7 @@ def patient_dto(patient: Patient) -> dict[str, Any]:
         "FamilyName": patient.last_name,
         "GivenName": patient.first_name,
         "IdGlobal": patient.iemk_global_id or None,
-        "IdPatientMIS": patient.source_id or str(patient.id),
+        "IdPatientMIS": mis_id(patient),
         "MiddleName": patient.middle_name or None,
         "Sex": SEX.get((patient.sex or "").upper()),
     }
@@ -168,100 +138,21 @@ def patient_dto(patient: Patient) -> dict[str, Any]:
 def _call(mo: Mo, operation: str, **params: Any) -> Any:
     endpoint = setting("iemk.pix_endpoint", mo.id)
     timeout = float(setting("iemk.timeout", mo.id) or 30)
-    service = _service(endpoint, timeout)
-    with connection_errors("ИЭМК", timeout):
-        try:
-            return getattr(service, operation)(**params)
-        except TransportError as error:
-            if error.status_code >= 500:
-                raise TransientError(f"ИЭМК ответил ошибкой HTTP {error.status_code}") from error
-            raise PixError(
-                f"ИЭМК ответил HTTP {error.status_code}: проверьте адрес сервиса пациентов"
-            ) from error
-        except Fault as error:
-            raise _fault_error(error) from error
-        except (NotSoap, XMLSyntaxError, XMLParseError) as error:
-            raise PixError(f"ИЭМК вернул ответ не в формате SOAP: {_shown(error)}") from error
-        except ZeepError as error:
-            raise PixError(f"Ответ ИЭМК не разобран по WSDL сервиса пациентов: {_shown(error)}") from error
-
-
-def _shown(error: Exception) -> str:
-    content = getattr(error, "content", None)
-    if isinstance(content, bytes):
-        text = " ".join(content[:200].decode("utf-8", "replace").split())
-        return f"«{text}»" if text else "пустой ответ"
-    return str(error)[:200] or type(error).__name__
-
-
-def _fault_text(node: etree._Element) -> str:
-    def child(name: str) -> str:
-        found = node.find(f"{{{NS_FAULT}}}{name}")
-        if found is None:
-            found = next((c for c in node if etree.QName(c).localname == name), None)
-        return (found.text or "").strip() if found is not None else ""
-
-    message = child("Message") or "без описания"
-    details = [f"поле {child('PropertyName')}"] if child("PropertyName") else []
-    if child("ErrorCode"):
-        details.append(f"код {child('ErrorCode')}")
-    return message + (f" ({', '.join(details)})" if details else "")
-
-
-def _nested(node: etree._Element) -> list[etree._Element]:
-    """RequestFault elements under node's Errors (recursively), in document order."""
-    found = []
-    for errors in (c for c in node if etree.QName(c).localname == "Errors"):
-        for inner in (c for c in errors if etree.QName(c).localname == "RequestFault"):
-            found.append(inner)
-            found.extend(_nested(inner))
-    return found
-
-
-def _fault_error(error: Fault) -> Exception:
-    """A RequestFault (or an ArrayOfRequestFault) → PixError with every message in Russian."""
-    detail = error.detail
-    faults: list[etree._Element] = []
-    if detail is not None:
-        for node in detail.iter():
-            if not isinstance(node.tag, str):
-                continue
-            name = etree.QName(node).localname
-            if name == "RequestFault" and etree.QName(node.getparent()).localname != "Errors":
-                faults.append(node)
-    if not faults:
-        code = str(error.code or "")
-        if code.rsplit(":", 1)[-1].lower().startswith("client"):
-            return PixError(f"ИЭМК отказал: {error.message}")
-        return TransientError(f"ИЭМК ответил ошибкой сервера: {error.message}")
-    top = faults[0]
-    parts = [_fault_text(node) for node in faults[:1] + _nested(top) + faults[1:]]
-    for other in faults[1:]:
-        parts.extend(_fault_text(node) for node in _nested(other))
-    text = "ИЭМК отказал: " + parts[0] + ("; " + "; ".join(parts[1:]) if parts[1:] else "")
-    property_name = _child_text(top, "PropertyName")
-    code = _child_text(top, "ErrorCode")
-    return PixError(text, property_name or None, int(code) if code and code.lstrip("-").isdigit() else None)
-
-
-def _child_text(node: etree._Element, name: str) -> str:
-    found = next((c for c in node if isinstance(c.tag, str) and etree.QName(c).localname == name), None)
-    return (found.text or "").strip() if found is not None else ""
-
-
-def _plain(value: Any) -> Any:
-    """zeep objects → plain dicts and lists (for callers and JSON)."""
-    value = serialize_object(value, dict)
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_plain(v) for v in value]
-    return value
+    return soap.call(
+        WSDL,
+        BINDING,
+        endpoint,
+        timeout,
+        operation,
+        error=PixError,
+        service_name="сервиса пациентов",
+        **params,
+    ).result
 
 
 def version(mo: Mo) -> dict[str, Any]:
     """GetVersion: {"DatabaseVersion", "ServiceVersion"} (to compare with the stored WSDL)."""
-    return _plain(_call(mo, "GetVersion")) or {}
+    return soap.plain(_call(mo, "GetVersion")) or {}
 
 
 def add_patient(patient: Patient) -> str | None:
@@ -296,7 +187,7 @@ def find_patients(mo: Mo, template: dict[str, Any], source: str = "Reg") -> list
         patient=template,
         idSource=source,
     )
-    found = _plain(result)
+    found = soap.plain(result)
     if isinstance(found, dict):  # ArrayOfPatientDto kept as a wrapper by some zeep versions
         found = found.get("PatientDto")
     return list(found or [])
@@ -306,7 +197,7 @@ def get_by_global_id(mo: Mo, global_id: str) -> dict[str, Any] | None:
     result = _call(
         mo, "GetPatientByGlobalId", guid=setting("iemk.guid", mo.id), patientId=global_id, idLpu=_lpu(mo)
     )
-    return _plain(result) or None
+    return soap.plain(result) or None
 
 
 def ensure_registered(patient: Patient) -> str:
