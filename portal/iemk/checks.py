@@ -16,6 +16,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
@@ -264,8 +265,15 @@ class Rule:
     report: bool = False
 
     def fails(self, tree) -> bool:
-        nodes = [tree] if self.context == "/" else tree.xpath(self.context, namespaces=XNS)
-        return any(bool(node.xpath(self.test, namespaces=XNS)) == self.report for node in nodes)
+        nodes = [tree] if self.context == "/" else _xpath(self.context)(tree)
+        test = _xpath(self.test)
+        return any(bool(test(node)) == self.report for node in nodes)
+
+
+@functools.lru_cache(maxsize=1024)
+def _xpath(expression: str) -> etree.XPath:
+    """Compiled once: the same rules run on every document (lxml XPath objects are thread-safe)."""
+    return etree.XPath(expression, namespaces=XNS)
 
 
 def _any(attribute: str, values: tuple[str, ...]) -> str:

@@ -95,7 +95,7 @@ def test_signing_keeps_the_document_its_signature_and_the_signer(setup):
 
     assert result.signed == [doc] and result.refused == []
     assert doc.status_label == "Подписан"
-    assert doc.signer.startswith("Смирнова Ольга Михайловна (сертификат «")
+    assert doc.signer == "Смирнова Ольга Михайловна, сертификат «Тест: подпись документов ИЭМК»"
     assert doc.signed_at is not None and doc.signed_by_id == user.id
     assert doc.local_uid in doc.xml  # the CDA document id is the document's localUid
     signer = crypto.verify_detached(base64.b64decode(doc.signature), doc.xml.encode("utf-8"))

@@ -195,7 +195,7 @@ def test_page_lists_the_own_mo_documents_with_the_seed_columns(app, client, regi
     assert cells[3].startswith("Иванова Мария Петровна")
     assert cells[4] == f"Протокол лабораторного исследования № {mine.id}"
     assert cells[5] == a.department.name and cells[6] == a.doctor.full_name
-    assert cells[7].startswith(f"{doc_user(a).full_name} (сертификат «") and "UTC" in cells[7]
+    assert cells[7].startswith(f"{doc_user(a).full_name}, сертификат «") and "UTC" in cells[7]
     assert cells[8] == "Подписан"
     # the МО filter is the user's own and cannot be changed
     assert css(tree, "#iemk-filters input[disabled]")[0].get("value") == a.mo.short_name
@@ -353,7 +353,7 @@ def test_plus_shows_journal_signer_registration_number_and_the_cda(app, client, 
     assert tree.tag == "tr" and tree.get("id") == f"iemk-detail-{doc.id}"
     text = " ".join(tree.text_content().split())
     assert "Сохранен в ИЭМК" in text and "EMDR-2025-000042" in text
-    assert f"{doc_user(a).full_name} (сертификат «" in text and "Тест: подпись документов ИЭМК" in text
+    assert f"{doc_user(a).full_name}, сертификат «" in text and "Тест: подпись документов ИЭМК" in text
     journal = [" ".join(tr.text_content().split()) for tr in css(tree, "table.iemk-journal tbody tr")]
     assert "Документ сохранен в ИЭМК" in journal[0]  # newest first
     assert "Подписание" in journal[-1]
