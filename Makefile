@@ -71,6 +71,7 @@ bench: setup-test
 	$(BIN)/python bench/vimis.py
 	$(BIN)/python bench/tfoms_files.py
 	$(BIN)/python bench/tfoms_amqp.py
+	$(BIN)/python bench/iemk.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info

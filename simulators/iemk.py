@@ -37,6 +37,7 @@ from typing import Any
 from flask import Blueprint, Response, current_app, jsonify, request, url_for
 from lxml import etree
 
+from portal.crypto import SignatureError, verify_envelope
 from simulators.server import behaviour, register_simulator, storage
 
 bp = Blueprint("sim_iemk", __name__)
@@ -49,6 +50,7 @@ TEMPURI = "http://tempuri.org/"
 DTO = "http://schemas.datacontract.org/2004/07/EMKService.Data.Dto"
 CORE = "http://schemas.datacontract.org/2004/07/N3.Shared.Core"
 FAULT_NS = "http://schemas.datacontract.org/2004/07/N3.EMK.Dto.Common"
+WSSE = "http://docs.oasis-open.org/wss/2004/01/oasis-200401-wss-wssecurity-secext-1.0.xsd"
 ACTIONS = {
     "http://tempuri.org/IServiceSupport/GetVersion": "GetVersion",
     **{
@@ -399,6 +401,19 @@ def fault(refusal: Refusal | None, text: str, code: str = "s:Client") -> Respons
     return _envelope(element)
 
 
+def signature_refused(envelope: etree._Element) -> str | None:
+    """A request that carries a WS-Security signature must verify (a tampered one is refused);
+    N3 authorises by the МИС token, so an unsigned request is let through."""
+    header = envelope.find(f"{{{SOAP}}}Header")
+    if header is None or header.find(f"{{{WSSE}}}Security") is None:
+        return None
+    try:
+        verify_envelope(envelope)
+    except SignatureError as error:
+        return f"Подпись запроса не прошла проверку: {error.reason or error}"
+    return None
+
+
 def _error_answer() -> Response:
     return fault(None, "Внутренняя ошибка сервиса ИЭМК", "s:Server")
 
@@ -419,6 +434,9 @@ def _handle() -> Response:
     action = (request.headers.get("SOAPAction") or "").strip().strip('"')
     if etree.QName(operation).namespace != TEMPURI or name not in OPERATIONS:
         return fault(None, f"Неизвестная операция: {name}")
+    refused = signature_refused(envelope)
+    if refused:
+        return fault(Refusal(None, refused, E_ACCESS), refused)
     if action and ACTIONS.get(action) != name:
         return fault(None, f"SOAPAction {action} не соответствует операции {name}")
     try:

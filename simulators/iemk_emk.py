@@ -568,6 +568,9 @@ def _handle_emk() -> Response:
         return iemk.fault(None, f"Неизвестная операция: {name}")
     if action and EMK_ACTIONS.get(action) != name:
         return iemk.fault(None, f"SOAPAction {action} не соответствует операции {name}")
+    refused = iemk.signature_refused(envelope)
+    if refused:
+        return iemk.fault(Refusal(None, refused, E_ACCESS), refused)
     try:
         if name != "GetVersion" and _guid_refused(operation):
             raise Refusal("guid", "Неизвестный токен МИС (guid): доступ запрещён", E_ACCESS)
@@ -752,13 +755,16 @@ DOCS_HANDLERS = {
 
 def _handle_registry() -> Response:
     state = _state()
-    _envelope, operation, failure = _read_envelope()
+    envelope, operation, failure = _read_envelope()
     if failure is not None:
         return failure
     name = _local(operation)
     handler = DOCS_HANDLERS.get(name) if etree.QName(operation).namespace == NS_DOCS else None
     if handler is None:
         return _docs_fault("VALIDATION_ERROR", f"Неизвестная операция: {name}")
+    refused = iemk.signature_refused(envelope)
+    if refused:
+        return _docs_fault("ACCESS_DENIED", refused)
     try:
         if _guid_refused(operation):
             raise Coded("ACCESS_DENIED", "Неизвестный токен МИС (guid): доступ запрещён")

@@ -126,6 +126,7 @@ def _emk(mo: Mo, operation: str, addressing: soap.Addressing | None = None, **pa
         error=EmkError,
         service_name="сервиса документов (EMKService)",
         addressing=addressing,
+        key=soap.request_key(mo),
         **params,
     )
 
@@ -143,6 +144,7 @@ def _registry(mo: Mo, operation: str, **params: Any) -> soap.Answer:
         operation,
         error=EmkError,
         service_name="сервиса регистра документов",
+        key=soap.request_key(mo),
         guid=setting("iemk.guid", mo.id),
         idLpu=soap.lpu(mo, "запрос о документах"),
         **params,

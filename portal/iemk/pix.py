@@ -146,6 +146,7 @@ def _call(mo: Mo, operation: str, **params: Any) -> Any:
         operation,
         error=PixError,
         service_name="сервиса пациентов",
+        key=soap.request_key(mo),
         **params,
     ).result
 

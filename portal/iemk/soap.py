@@ -20,8 +20,9 @@ from zeep.exceptions import Error as ZeepError
 from zeep.exceptions import Fault, TransportError, XMLParseError, XMLSyntaxError
 from zeep.helpers import serialize_object
 
+from portal import crypto
 from portal.clinical.models import Mo
-from portal.exchange.delivery import DataError, TransientError
+from portal.exchange.delivery import DataError, TransientError, memo
 from portal.exchange.http import NotSoap, connection_errors, soap_transport
 
 SCHEMAS = Path(__file__).resolve().parent.parent / "schemas" / "iemk"
@@ -77,6 +78,11 @@ class _Envelopes(Plugin):
             etree.SubElement(header, f"{{{WSA}}}MessageID").text = addressing.message_id
             reply_to = etree.SubElement(header, f"{{{WSA}}}ReplyTo")
             etree.SubElement(reply_to, f"{{{WSA}}}Address").text = addressing.reply_to
+        key = getattr(self.local, "key", None)
+        if key is not None:  # WS-Security: the body signed with «Подпись запросов ИЭМК» (I-1)
+            soap = etree.QName(envelope).namespace
+            crypto.set_wsu_id(envelope.find(f"{{{soap}}}Body"), "body")
+            crypto.sign_envelope(envelope, key, ["body"])
         self.local.request = etree.tostring(envelope, encoding="unicode")
         return envelope, http_headers
 
@@ -133,11 +139,14 @@ def call(
     error: type[IemkError],
     service_name: str,
     addressing: Addressing | None = None,
+    key: crypto.SigningKey | None = None,
     **params: Any,
 ) -> Answer:
-    """One SOAP call; `service_name` names the service in messages («сервиса пациентов»)."""
+    """One SOAP call; `service_name` names the service in messages («сервиса пациентов»); with
+    `key` the request goes signed (WS-Security)."""
     proxy, envelopes = service(wsdl, binding, endpoint, timeout)
     envelopes.local.addressing = addressing
+    envelopes.local.key = key
     envelopes.local.request = envelopes.local.response = ""
     try:
         with connection_errors("ИЭМК", timeout):
@@ -160,7 +169,21 @@ def call(
                 raise error(f"Ответ ИЭМК не разобран по WSDL {service_name}: {_shown(failure)}") from failure
         return Answer(result, envelopes.local.request or "", envelopes.local.response or "")
     finally:
-        envelopes.local.addressing = None
+        envelopes.local.addressing = envelopes.local.key = None
+
+
+def request_key(mo: Mo) -> crypto.SigningKey | None:
+    """The МО's (else the region's) certificate «Подпись запросов ИЭМК» that signs every request
+    to ИЭМК, read once per delivery pass; None when none is set (N3 authorises by the МИС token)."""
+    from portal.admin.services import NoCertificate, signing_key
+
+    def load() -> crypto.SigningKey | None:
+        try:
+            return signing_key("iemk", mo.id)
+        except NoCertificate:
+            return None
+
+    return memo(("iemk_request_key", mo.id), load)
 
 
 def lpu(mo: Mo, what: str) -> str:

@@ -264,3 +264,29 @@ def test_stand_in_serves_the_wsdl_at_its_own_address(sims):
     wsdl = etree.fromstring(requests.get(f"{sims}/iemk/pix?singleWsdl", timeout=5).content)
     locations = [a.get("location") for a in wsdl.iter("{http://schemas.xmlsoap.org/wsdl/soap/}address")]
     assert locations == [f"{sims}/iemk/pix"]
+
+
+def test_requests_go_signed_with_the_iemk_certificate_and_a_tampered_one_is_refused(mo, sims):
+    from portal import crypto
+    from portal.admin.services import ensure_demo_certificate
+
+    ensure_demo_certificate("iemk", "Тест: подпись запросов ИЭМК", mo.id)
+    patient = factories.make_patient(mo)
+
+    pix.ensure_registered(patient)
+
+    sent = requests.get(f"{sims}/iemk/_last_request", timeout=5).content
+    envelope = etree.fromstring(sent)
+    assert "Тест: подпись запросов ИЭМК" in crypto.verify_envelope(envelope)
+    tampered = sent.replace(patient.source_id.encode(), b"someone-else")
+    answer = requests.post(
+        f"{sims}/iemk/pix",
+        data=tampered,
+        timeout=5,
+        headers={
+            "Content-Type": "text/xml; charset=utf-8",
+            "SOAPAction": '"http://tempuri.org/IPixService/GetPatient"',
+        },
+    )
+    assert answer.status_code == 500
+    assert "Подпись запроса не прошла проверку" in answer.text
