@@ -22,45 +22,19 @@ from sqlalchemy.orm import defer, joinedload
 
 from portal.auth.scoping import filter_mo_id, scoped
 from portal.clinical.models import Mo, Patient
-from portal.dates import parse_date
 from portal.extensions import db
+from portal.filters import FilterError, filter_date, parse_cursor, parse_id  # noqa: F401  (FilterError: routes)
 from portal.iemk import models as m
 
 DEFAULT_DAYS = 30  # the period by default: the last 30 days
 MAX_PATIENT_QUERY = 100
 PATIENT_IDS_LIMIT = 500  # «Пациент» matching more patients than this becomes a subquery
-MAX_ID = 2**31 - 1
 PRINT_LIMIT = 1000  # rows of a printed list
 PATIENT_LIMIT = 200  # documents shown on the patient page
 POLL_LIMIT = 200  # documents one status refresh asks about
 
 
-class FilterError(ValueError):
-    """A filter value the page cannot use; the message is shown to the user as is."""
 
-    def __init__(self, message: str, status: int = 400) -> None:
-        super().__init__(message)
-        self.message = message
-        self.status = status
-
-
-def parse_id(raw: str | None, message: str) -> int:
-    """A row id from the URL or a form; FilterError(message) unless it is one."""
-    try:
-        value = int(raw or "")
-    except ValueError:
-        raise FilterError(message) from None
-    if not 0 < value <= MAX_ID:
-        raise FilterError(message)
-    return value
-
-
-def _date(raw: str | None, default: date, label: str) -> date:
-    try:
-        parsed = parse_date(raw)
-    except ValueError:
-        raise FilterError(f"{label} «{(raw or '').strip()}» должна быть в формате ДД.ММ.ГГГГ.") from None
-    return default if parsed is None else parsed
 
 
 def snils_digits(text: str) -> str | None:
@@ -92,8 +66,8 @@ class DocumentFilters:
             mo_id = parse_id(raw_mo, f"Некорректная МО «{raw_mo}».")
             if db.session.get(Mo, mo_id) is None:
                 raise FilterError(f"МО с кодом {mo_id} не найдена.", 404)
-        date_from = _date(args.get("from"), today - timedelta(days=DEFAULT_DAYS), "Дата начала периода")
-        date_to = _date(args.get("to"), today, "Дата окончания периода")
+        date_from = filter_date(args.get("from"), today - timedelta(days=DEFAULT_DAYS), "Дата начала периода")
+        date_to = filter_date(args.get("to"), today, "Дата окончания периода")
         if date_from > date_to:
             raise FilterError(f"Начало периода {date_from:%d.%m.%Y} позже его окончания {date_to:%d.%m.%Y}.")
         kind = (args.get("kind") or "").strip() or None
@@ -192,15 +166,6 @@ class DocumentPage:
     rows: list[m.IemkDocument]
     next_cursor: str | None  # «Показать ещё»: "event_at-iso|id" of the last row, None at the end
 
-
-def parse_cursor(raw: str | None) -> tuple[datetime, int] | None:
-    if not raw:
-        return None
-    try:
-        at_text, ident = raw.split("|", 1)
-        return datetime.fromisoformat(at_text), parse_id(ident, "")
-    except ValueError:
-        raise FilterError("Некорректный параметр страницы.") from None
 
 
 def document_page(

@@ -19,9 +19,9 @@ from sqlalchemy.orm import aliased
 
 from portal.auth.scoping import filter_mo_id, may_see_mo, scoped
 from portal.clinical.models import EVENT_KINDS, Department, Mo, Patient, Staff, join_name
-from portal.dates import parse_date
 from portal.exchange.models import JournalEntry, WorkItem
 from portal.extensions import db
+from portal.filters import MAX_ID, FilterError, filter_date, parse_cursor, parse_id  # noqa: F401  (FilterError: routes)
 from portal.vimis import models as m
 from portal.vimis.semd_types import SEMD_TYPES, TRIGGER_KINDS
 
@@ -34,35 +34,9 @@ JOURNAL_LIMIT = 500  # lines of one SEMD's journal shown at once
 TRIGGER_EVENT_KINDS: dict[str, str] = {k: v for k, v in EVENT_KINDS.items() if k in TRIGGER_KINDS}
 
 
-class FilterError(ValueError):
-    """A filter value the page cannot use; the message is shown to the user as is."""
-
-    def __init__(self, message: str, status: int = 400) -> None:
-        super().__init__(message)
-        self.message = message
-        self.status = status
 
 
-def _parse_date(raw: str | None, default: date, label: str) -> date:
-    try:
-        parsed = parse_date(raw)
-    except ValueError:
-        raise FilterError(f"{label} «{(raw or '').strip()}» должна быть в формате ГГГГ-ММ-ДД или ДД.ММ.ГГГГ.") from None
-    return default if parsed is None else parsed
 
-
-MAX_ID = 2**31 - 1  # ids are 32-bit integers in the database
-
-
-def parse_id(raw: str, message: str) -> int:
-    """A row id from the URL or a form; FilterError(message) unless it is one."""
-    try:
-        value = int(raw)
-    except ValueError:
-        raise FilterError(message) from None
-    if not 0 < value <= MAX_ID:
-        raise FilterError(message)
-    return value
 
 
 @dataclass
@@ -103,8 +77,8 @@ class RegistryFilters:
             if db.session.get(Mo, mo_id) is None:
                 raise FilterError(f"МО с кодом {mo_id} не найдена.", 404)
 
-        date_from = _parse_date(args.get("from"), today - timedelta(days=DEFAULT_DAYS), "Дата начала периода")
-        date_to = _parse_date(args.get("to"), today, "Дата окончания периода")
+        date_from = filter_date(args.get("from"), today - timedelta(days=DEFAULT_DAYS), "Дата начала периода")
+        date_to = filter_date(args.get("to"), today, "Дата окончания периода")
         if date_from > date_to:
             raise FilterError(f"Начало периода {date_from:%d.%m.%Y} позже его окончания {date_to:%d.%m.%Y}.")
 
@@ -304,15 +278,6 @@ class RegistryPage:
     rows: list[RegistryRow]
     next_cursor: str | None  # «Показать ещё»: "event_at-iso|id" of the last row, None at the end
 
-
-def parse_cursor(raw: str | None) -> tuple[datetime, int] | None:
-    if not raw:
-        return None
-    try:
-        at_text, ident = raw.split("|", 1)
-        return datetime.fromisoformat(at_text), parse_id(ident, "")
-    except ValueError:
-        raise FilterError("Некорректный параметр страницы.") from None
 
 
 def registry_page(
