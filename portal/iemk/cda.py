@@ -49,6 +49,12 @@ from portal.iemk.models import IemkDocument
 from portal.vimis.builders import (
     DISCHARGED,
     NS,
+    SECTION_DGN,
+    SECTION_DOCINFO,
+    SECTION_HOSP,
+    SECTION_RESINFO,
+    SECTION_RESLAB,
+    SECTION_SERVICES,
     CdaSchemaError,
     Coded,
     Header,
@@ -73,14 +79,8 @@ TYPE_ID = "POCD_MT000040"  # РЭМД Schematron Main01-2
 XSI = "http://www.w3.org/2001/XMLSchema-instance"
 INPATIENT = ("1", "2")  # care conditions of a stay
 
-SECTION_HOSP = section_code("HOSP", "Пребывание в стационаре")
-SECTION_SERVICES = section_code("SERVICES", "Оказанные услуги")
-SECTION_RESLAB = section_code("RESLAB", "Результаты лабораторных исследований")
 SECTION_SCOPORG = section_code("SCOPORG", "Цель направления и медицинская организация, куда направлен")
 SECTION_ELU = section_code("ELU", "Описание и обоснование направления")
-SECTION_DOCINFO = section_code("DOCINFO", "Сведения о документе")
-SECTION_RESINFO = section_code("RESINFO", "Заключение")
-SECTION_DGN = section_code("DGN", "Диагнозы")
 MAIN_DISEASE = Coded(
     "1", "1.2.643.5.1.13.13.11.1077", "1.3", "Виды нозологических единиц диагноза", "Основное заболевание"
 )
