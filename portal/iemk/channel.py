@@ -12,7 +12,6 @@ from __future__ import annotations
 
 from sqlalchemy.orm import joinedload
 
-from portal.clinical.models import ClinicalEvent
 from portal.exchange.delivery import (
     Channel,
     DataError,
@@ -142,18 +141,13 @@ def receive_result(local_uid: str, result) -> bool:
 
 
 def _load(doc_id: int) -> m.IemkDocument:
-    event = joinedload(m.IemkDocument.event)
+    """The document with its rows in one query, fresh even if a row lingers in the session."""
+    from portal.iemk.documents import building_rows
+
     query = (
         db.select(m.IemkDocument)
         .where(m.IemkDocument.id == doc_id)
-        .options(
-            joinedload(m.IemkDocument.patient),
-            joinedload(m.IemkDocument.mo),
-            joinedload(m.IemkDocument.doctor),
-            joinedload(m.IemkDocument.department),
-            event.joinedload(ClinicalEvent.pregnancy),
-            event.joinedload(ClinicalEvent.hospitalisation),
-        )
+        .options(*building_rows(joinedload))
         .execution_options(populate_existing=True)
     )
     return db.session.scalars(query).unique().one()

@@ -214,23 +214,36 @@ def sign_documents(docs: list[m.IemkDocument], user: User) -> SignResult:
     return result
 
 
+def building_rows(load) -> list:
+    """Loader options for the rows a document is built and sent from (`load`: joinedload for one
+    document, selectinload for a batch)."""
+    event = load(m.IemkDocument.event)
+    return [
+        load(m.IemkDocument.patient),
+        load(m.IemkDocument.mo),
+        load(m.IemkDocument.doctor),
+        load(m.IemkDocument.department),
+        event.options(
+            *(
+                load(r)
+                for r in (
+                    ClinicalEvent.pregnancy,
+                    ClinicalEvent.hospitalisation,
+                    ClinicalEvent.doctor,
+                    ClinicalEvent.department,
+                )
+            )
+        ),
+    ]
+
+
 def _preload(docs: list[m.IemkDocument]) -> None:
-    """The rows a document is built from, for all of them in a few queries (not a few per document)."""
-    event = selectinload(m.IemkDocument.event)
+    """The rows of all the documents in a few queries (not a few per document)."""
     for chunk in chunks([doc.id for doc in docs], CHUNK):
         db.session.scalars(
             db.select(m.IemkDocument)
             .where(m.IemkDocument.id.in_(chunk))
-            .options(
-                selectinload(m.IemkDocument.patient),
-                selectinload(m.IemkDocument.mo),
-                selectinload(m.IemkDocument.doctor),
-                selectinload(m.IemkDocument.department),
-                event.selectinload(ClinicalEvent.pregnancy),
-                event.selectinload(ClinicalEvent.hospitalisation),
-                event.selectinload(ClinicalEvent.doctor),
-                event.selectinload(ClinicalEvent.department),
-            )
+            .options(*building_rows(selectinload))
         ).all()
 
 
