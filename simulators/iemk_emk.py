@@ -58,7 +58,7 @@ from lxml import etree
 from portal.crypto import SignatureError, verify_detached
 from simulators import iemk
 from simulators.iemk import E_ACCESS, E_EXISTS, E_NOT_FOUND, E_VALIDATION, SOAP, TEMPURI, XSI, Refusal
-from simulators.server import behaviour, control_of, storage
+from simulators.server import behaviour, processed_then_answered, storage
 
 log = logging.getLogger("simulators.iemk")
 
@@ -865,16 +865,7 @@ def _served(handle, path: Path, endpoint: str, port: str | None, title: str) -> 
         if not {key.lower() for key in request.args} & {"wsdl", "singlewsdl"}:
             return Response(f"{title}: POST SOAP 1.1 или GET ?wsdl\n", 400, mimetype="text/plain")
         return _wsdl(path, url_for(endpoint, _external=True), port)
-    control = control_of(NAME)
-    slow, delay = control.mode == "slow", control.delay
-    if not slow:
-        answer = behaviour(NAME)
-        if answer is not None:
-            return answer
-    response = handle()
-    if slow:  # stored first, answered late: a client timeout loses only the answer
-        time.sleep(delay)
-    return response
+    return processed_then_answered(NAME, handle)
 
 
 @bp.route("/emk", methods=["GET", "POST"])

@@ -151,6 +151,18 @@ def control_of(name: str) -> Control:
     return _controls().get(name)
 
 
+def processed_then_answered(name: str, handle: Callable[[], Response]) -> Response:
+    """The modes for a system that keeps what it receives: in "slow" the request is processed and
+    stored first and only the answer is late (a client timeout loses just the answer); the other
+    modes answer instead of `handle`."""
+    control = control_of(name)
+    if control.mode != "slow":
+        return behaviour(name) or handle()
+    response = handle()
+    time.sleep(control.delay)
+    return response
+
+
 def storage(name: str) -> dict[str, Any]:
     """The simulator's memory in this host (received documents, issued ids …)."""
     return _controls().get(name).store

@@ -68,7 +68,7 @@ from portal.crypto import (
     verify_detached,
     verify_envelope,
 )
-from simulators.server import behaviour, control_of, register_simulator
+from simulators.server import behaviour, processed_then_answered, register_simulator
 
 log = logging.getLogger("simulators.vimis")
 
@@ -705,16 +705,7 @@ def ws():
             content_type="text/xml; charset=utf-8",
         )
 
-    control = control_of(NAME)
-    slow, delay = control.mode == "slow", control.delay
-    if not slow:
-        answer = behaviour(NAME)
-        if answer is not None:
-            return answer
-    response = _handle_soap()
-    if slow:  # the request is processed and stored; only the answer is late
-        time.sleep(delay)
-    return response
+    return processed_then_answered(NAME, _handle_soap)
 
 
 @bp.get("/_certificate")
