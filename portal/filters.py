@@ -3,7 +3,9 @@ cursor from the URL, dates people type."""
 
 from __future__ import annotations
 
-from datetime import date, datetime
+from collections.abc import Mapping
+from datetime import date, datetime, timedelta
+from typing import Any
 
 from portal.dates import parse_date
 
@@ -46,5 +48,31 @@ def filter_date(raw: str | None, default: date, label: str) -> date:
     try:
         parsed = parse_date(raw)
     except ValueError:
-        raise FilterError(f"{label} «{(raw or '').strip()}» должна быть в формате ГГГГ-ММ-ДД или ДД.ММ.ГГГГ.") from None
+        raise FilterError(
+            f"{label} «{(raw or '').strip()}» должна быть в формате ГГГГ-ММ-ДД или ДД.ММ.ГГГГ."
+        ) from None
     return default if parsed is None else parsed
+
+
+def filter_mo(args: Mapping[str, str], user: Any) -> int | None:
+    """The «МО» filter: an МО user's own МО whatever the URL says; ЦОД chooses any existing one."""
+    from portal.auth.scoping import filter_mo_id
+    from portal.clinical.models import Mo
+    from portal.extensions import db
+
+    raw_mo = (args.get("mo") or "").strip()
+    mo_id = filter_mo_id(raw_mo, user)
+    if user.is_central and raw_mo:
+        mo_id = parse_id(raw_mo, f"Некорректная МО «{raw_mo}».")
+        if db.session.get(Mo, mo_id) is None:
+            raise FilterError(f"МО с кодом {mo_id} не найдена.", 404)
+    return mo_id
+
+
+def filter_period(args: Mapping[str, str], today: date, default_days: int) -> tuple[date, date]:
+    """«Период» (from, to): the last `default_days` days by default; the start not after the end."""
+    date_from = filter_date(args.get("from"), today - timedelta(days=default_days), "Дата начала периода")
+    date_to = filter_date(args.get("to"), today, "Дата окончания периода")
+    if date_from > date_to:
+        raise FilterError(f"Начало периода {date_from:%d.%m.%Y} позже его окончания {date_to:%d.%m.%Y}.")
+    return date_from, date_to

@@ -20,10 +20,10 @@ from markupsafe import Markup, escape
 from sqlalchemy import func, or_, select, tuple_
 from sqlalchemy.orm import defer, joinedload
 
-from portal.auth.scoping import filter_mo_id, scoped
+from portal.auth.scoping import scoped
 from portal.clinical.models import Mo, Patient
 from portal.extensions import db
-from portal.filters import FilterError, filter_date, parse_cursor, parse_id  # noqa: F401  (FilterError: routes)
+from portal.filters import FilterError, filter_date, filter_mo, filter_period, parse_cursor, parse_id  # noqa: F401  (FilterError: routes)
 from portal.iemk import models as m
 
 DEFAULT_DAYS = 30  # the period by default: the last 30 days
@@ -60,16 +60,8 @@ class DocumentFilters:
     @classmethod
     def parse(cls, args: Mapping[str, str], user: Any, today: date | None = None) -> DocumentFilters:
         today = today or date.today()
-        raw_mo = (args.get("mo") or "").strip()
-        mo_id = filter_mo_id(raw_mo, user)
-        if user.is_central and raw_mo:
-            mo_id = parse_id(raw_mo, f"Некорректная МО «{raw_mo}».")
-            if db.session.get(Mo, mo_id) is None:
-                raise FilterError(f"МО с кодом {mo_id} не найдена.", 404)
-        date_from = filter_date(args.get("from"), today - timedelta(days=DEFAULT_DAYS), "Дата начала периода")
-        date_to = filter_date(args.get("to"), today, "Дата окончания периода")
-        if date_from > date_to:
-            raise FilterError(f"Начало периода {date_from:%d.%m.%Y} позже его окончания {date_to:%d.%m.%Y}.")
+        mo_id = filter_mo(args, user)
+        date_from, date_to = filter_period(args, today, DEFAULT_DAYS)
         kind = (args.get("kind") or "").strip() or None
         if kind is not None and kind not in m.KINDS:
             raise FilterError(f"Неизвестный вид документа «{kind}».")

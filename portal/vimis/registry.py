@@ -17,11 +17,11 @@ from typing import Any
 from sqlalchemy import and_, func, literal, select, text, tuple_
 from sqlalchemy.orm import aliased
 
-from portal.auth.scoping import filter_mo_id, may_see_mo, scoped
+from portal.auth.scoping import may_see_mo, scoped
 from portal.clinical.models import EVENT_KINDS, Department, Mo, Patient, Staff, join_name
 from portal.exchange.models import JournalEntry, WorkItem
 from portal.extensions import db
-from portal.filters import MAX_ID, FilterError, filter_date, parse_cursor, parse_id  # noqa: F401  (FilterError: routes)
+from portal.filters import MAX_ID, FilterError, filter_date, filter_mo, filter_period, parse_cursor, parse_id  # noqa: F401  (FilterError: routes)
 from portal.vimis import models as m
 from portal.vimis.semd_types import SEMD_TYPES, TRIGGER_KINDS
 
@@ -70,17 +70,9 @@ class RegistryFilters:
     def parse(cls, args: Mapping[str, str], user: Any, today: date | None = None) -> RegistryFilters:
         """Read and check the request's filters; FilterError with a Russian message otherwise."""
         today = today or date.today()
-        raw_mo = (args.get("mo") or "").strip()
-        mo_id = filter_mo_id(raw_mo, user)
-        if user.is_central and raw_mo:
-            mo_id = parse_id(raw_mo, f"Некорректная МО «{raw_mo}».")
-            if db.session.get(Mo, mo_id) is None:
-                raise FilterError(f"МО с кодом {mo_id} не найдена.", 404)
+        mo_id = filter_mo(args, user)
 
-        date_from = filter_date(args.get("from"), today - timedelta(days=DEFAULT_DAYS), "Дата начала периода")
-        date_to = filter_date(args.get("to"), today, "Дата окончания периода")
-        if date_from > date_to:
-            raise FilterError(f"Начало периода {date_from:%d.%m.%Y} позже его окончания {date_to:%d.%m.%Y}.")
+        date_from, date_to = filter_period(args, today, DEFAULT_DAYS)
 
         doctor_id = None
         raw_doctor = (args.get("doctor") or "").strip()
