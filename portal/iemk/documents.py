@@ -185,6 +185,7 @@ def sign_documents(docs: list[m.IemkDocument], user: User) -> SignResult:
     from portal.iemk.cda import validate
 
     result = SignResult()
+    keys: dict[int, crypto.SigningKey | NoCertificate] = {}  # per МО, looked up once
     _preload(docs)
     for doc in docs:
         refusal = sign_refusal(doc)
@@ -199,10 +200,14 @@ def sign_documents(docs: list[m.IemkDocument], user: User) -> SignResult:
             _line(doc, "Подписание", f"{doc.title} не подписан: {reason}", user=user, level="error")
             result.refused.append((doc, reason))
             continue
-        try:
-            key = signing_key("iemk", doc.mo_id)
-        except NoCertificate as error:
-            result.refused.append((doc, str(error)))
+        if doc.mo_id not in keys:
+            try:
+                keys[doc.mo_id] = signing_key("iemk", doc.mo_id)
+            except NoCertificate as error:
+                keys[doc.mo_id] = error
+        key = keys[doc.mo_id]
+        if isinstance(key, NoCertificate):
+            result.refused.append((doc, str(key)))
             continue
         doc.xml, doc.built_at = xml.decode("utf-8"), now
         doc.signature = base64.b64encode(crypto.detached_signature(key, xml)).decode("ascii")
