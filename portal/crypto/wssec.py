@@ -6,6 +6,15 @@ wsu:Id "id-x509"), optionally a `wsu:Timestamp`, and a `ds:Signature` whose Sign
 Reference per signed element (`#body`, `#id-to`, `#id-action`, …), each canonicalised with
 exclusive c14n. Only the algorithms differ (see `portal.crypto.keys`).
 
+Several signers (the ФСС profile, specs/fss-eln/mo_v20 §4.3): each signer gets its own
+`wsse:Security` block marked with `soapenv:actor` (SOAP 1.1) / `role` (SOAP 1.2), e.g.
+`http://eln.fss.ru/actor/mo/{ОГРН}`; the block's BinarySecurityToken takes the actor URI itself
+as its wsu:Id (as in the spec's examples), so the KeyInfo of each signature points at its own
+certificate. All signers usually sign the same element (the Body, wsu:Id "OGRN_{ОГРН}").
+`sign_envelope(..., actor=...)` adds or replaces that actor's block and leaves the others;
+`verify_envelope(..., actor=...)` checks one block, `verify_signers` requires all named ones.
+Without an actor both behave as before: one block, replacing any others.
+
 `WsSecurity` plugs the same into zeep (`zeep.Client(..., wsse=WsSecurity(...))`): zeep 4.3 builds
 the envelope, runs its WS-Addressing plugin (the ВИМИС WSDL declares wsam:Action, so zeep adds
 wsa:Action/MessageID/To itself) and the other plugins, then calls `wsse.apply(envelope,
@@ -17,6 +26,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime, timedelta
 
@@ -81,6 +91,16 @@ def set_wsu_id(element: etree._Element, wsu_id: str) -> etree._Element:
     return element
 
 
+def _actor_attribute(envelope: etree._Element) -> str:
+    soap = _soap_ns(envelope)
+    return f"{{{soap}}}actor" if soap == SOAP11 else f"{{{soap}}}role"
+
+
+def _block_actor(security: etree._Element) -> str | None:
+    """The actor/role of a wsse:Security block (either SOAP version's attribute)."""
+    return security.get(f"{{{SOAP11}}}actor") or security.get(f"{{{SOAP12}}}role")
+
+
 def _by_id(envelope: etree._Element, wsu_id: str) -> list[etree._Element]:
     return envelope.xpath("//*[@wsu:Id=$id or @Id=$id]", namespaces=_NS, id=wsu_id)
 
@@ -94,35 +114,60 @@ def sign_envelope(
     key: SigningKey,
     reference_ids: Iterable[str],
     *,
+    actor: str | None = None,
     timestamp: int | None = None,
 ) -> None:
-    """Sign the elements with these wsu:Ids, adding wsse:Security at the top of soap:Header.
+    """Sign the elements with these wsu:Ids, adding wsse:Security to soap:Header.
+
+    Without `actor`: one block at the top of the header, replacing every other wsse:Security.
+    With `actor`: a block carrying `soapenv:actor` (SOAP 1.1) / `role` (SOAP 1.2) = actor, its
+    BinarySecurityToken with wsu:Id = actor, placed after the blocks already there (so the
+    order of the blocks is the order of signing); an earlier block of the same actor is
+    replaced, the other signers' blocks are kept. Call once per signer.
 
     `timestamp` (seconds of validity) also adds a signed wsu:Timestamp, as ИПС does in its answers.
     """
     ids = list(dict.fromkeys(reference_ids))
     if not ids:
         raise ValueError("nothing to sign")
+    if actor is not None and not actor.strip():
+        raise ValueError("empty actor")
     soap = _soap_ns(envelope)
     header = _header(envelope, create=True)
-    for old in header.findall(f"{{{WSSE}}}Security"):
-        header.remove(old)
     security = etree.Element(f"{{{WSSE}}}Security", nsmap={"wsse": WSSE, "wsu": WSU})
     security.set(f"{{{soap}}}mustUnderstand", "1" if soap == SOAP11 else "true")
-    header.insert(0, security)
+    if actor is None:
+        for old in header.findall(f"{{{WSSE}}}Security"):
+            header.remove(old)
+        header.insert(0, security)
+        token_id, timestamp_id = TOKEN_ID, TIMESTAMP_ID
+    else:
+        blocks = header.findall(f"{{{WSSE}}}Security")
+        same = [block for block in blocks if _block_actor(block) == actor]
+        if same:
+            same[0].addprevious(security)
+            for old in same:
+                header.remove(old)
+        elif blocks:
+            blocks[-1].addnext(security)
+        else:
+            header.insert(0, security)
+        security.set(_actor_attribute(envelope), actor)
+        token_id = actor
+        timestamp_id = f"{TIMESTAMP_ID}-{hashlib.sha256(actor.encode()).hexdigest()[:16]}"
     token = etree.SubElement(
         security,
         f"{{{WSSE}}}BinarySecurityToken",
-        {"EncodingType": BASE64_BINARY, "ValueType": X509_TOKEN, _WSU_ID: TOKEN_ID},
+        {"EncodingType": BASE64_BINARY, "ValueType": X509_TOKEN, _WSU_ID: token_id},
     )
     token.text = base64.b64encode(key.cert_der).decode("ascii")
     signature = etree.SubElement(security, f"{{{DS}}}Signature", nsmap={"ds": DS})
     if timestamp is not None:
         now = datetime.now(UTC)
-        stamp = etree.SubElement(security, f"{{{WSU}}}Timestamp", {_WSU_ID: TIMESTAMP_ID})
+        stamp = etree.SubElement(security, f"{{{WSU}}}Timestamp", {_WSU_ID: timestamp_id})
         etree.SubElement(stamp, f"{{{WSU}}}Created").text = _utc(now)
         etree.SubElement(stamp, f"{{{WSU}}}Expires").text = _utc(now + timedelta(seconds=timestamp))
-        ids.append(TIMESTAMP_ID)
+        ids.append(timestamp_id)
 
     signed_info = etree.SubElement(signature, f"{{{DS}}}SignedInfo")
     etree.SubElement(signed_info, f"{{{DS}}}CanonicalizationMethod", Algorithm=C14N_EXCLUSIVE)
@@ -143,7 +188,7 @@ def sign_envelope(
     value.text = base64.b64encode(key.sign(_c14n(signed_info))).decode("ascii")
     key_info = etree.SubElement(signature, f"{{{DS}}}KeyInfo")
     token_reference = etree.SubElement(key_info, f"{{{WSSE}}}SecurityTokenReference")
-    etree.SubElement(token_reference, f"{{{WSSE}}}Reference", URI=f"#{TOKEN_ID}", ValueType=X509_TOKEN)
+    etree.SubElement(token_reference, f"{{{WSSE}}}Reference", URI=f"#{token_id}", ValueType=X509_TOKEN)
 
 
 def _fail(reason: str) -> SignatureError:
@@ -166,42 +211,86 @@ def _parse_time(text: str | None) -> datetime | None:
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
-def _token_certificate(envelope: etree._Element, signature: etree._Element) -> x509.Certificate:
+def _token_certificate(security: etree._Element, signature: etree._Element) -> x509.Certificate:
+    """The certificate of the BinarySecurityToken that KeyInfo names, inside the same block."""
     uri = signature.xpath(
         "string(ds:KeyInfo/wsse:SecurityTokenReference/wsse:Reference/@URI)", namespaces=_NS
     )
     if not uri.startswith("#"):
         raise _fail("в KeyInfo нет ссылки на сертификат (BinarySecurityToken)")
     token = _only(
-        [e for e in _by_id(envelope, uri[1:]) if e.tag == f"{{{WSSE}}}BinarySecurityToken"],
+        [e for e in _by_id(security, uri[1:]) if e.tag == f"{{{WSSE}}}BinarySecurityToken"],
         "сертификат подписи (BinarySecurityToken)",
     )
+    if not any(ancestor is security for ancestor in token.iterancestors()):
+        raise _fail("сертификат подписи (BinarySecurityToken) находится вне её блока wsse:Security")
     try:
         return load_certificate(base64.b64decode("".join((token.text or "").split()), validate=True))
     except (binascii.Error, ValueError) as exc:
         raise _fail("сертификат подписи повреждён") from exc
 
 
-def verify_envelope(envelope: etree._Element, *, trusted_pem: str | None = None) -> str:
+def _security_blocks(envelope: etree._Element) -> list[etree._Element]:
+    try:
+        header = _header(envelope, create=False)
+        _body(envelope)
+    except ValueError as exc:
+        raise _fail("это не SOAP-сообщение") from exc
+    return header.findall(f"{{{WSSE}}}Security") if header is not None else []
+
+
+def verify_envelope(
+    envelope: etree._Element, *, trusted_pem: str | None = None, actor: str | None = None
+) -> str:
     """Check the WS-Security signature of a received SOAP message; the signer's subject.
 
     Every Reference digest and the SignatureValue are checked against the certificate in the
     BinarySecurityToken; the SOAP Body must be among the signed elements; a wsu:Timestamp, when
     present, must be signed and not expired. With `trusted_pem` the certificate must be exactly
     that one. Raises SignatureError with a Russian message.
+
+    Without `actor` the message must carry exactly one wsse:Security block (whatever its actor).
+    With `actor` the block of that actor is checked and other signers' blocks are ignored; the
+    error then names the actor («Подпись http://eln.fss.ru/actor/mo/… не прошла проверку: …»)
+    and carries it as `error.actor`.
     """
+    blocks = _security_blocks(envelope)
+    if actor is None:
+        if not blocks:
+            raise SignatureError("Ответ не подписан (нет заголовка wsse:Security).", "сообщение не подписано")
+        return _verify_block(envelope, _only(blocks, "заголовок wsse:Security"), trusted_pem)
+    mine = [block for block in blocks if _block_actor(block) == actor]
     try:
-        header = _header(envelope, create=False)
-        body = _body(envelope)
-    except ValueError as exc:
-        raise _fail("это не SOAP-сообщение") from exc
-    security = header.findall(f"{{{WSSE}}}Security") if header is not None else []
-    if not security:
-        raise SignatureError("Ответ не подписан (нет заголовка wsse:Security).", "сообщение не подписано")
-    security = _only(security, "заголовок wsse:Security")
+        if not mine:
+            raise SignatureError("", f"нет подписи этого участника (wsse:Security с actor {actor})")
+        return _verify_block(envelope, _only(mine, f"заголовок wsse:Security с actor {actor}"), trusted_pem)
+    except SignatureError as exc:
+        error = SignatureError(f"Подпись {actor} не прошла проверку: {exc.reason}.", exc.reason)
+        error.actor = actor
+        raise error from exc
+
+
+def verify_signers(
+    envelope: etree._Element, actors: Iterable[str], *, trusted: dict[str, str] | None = None
+) -> dict[str, str]:
+    """Require a valid signature of every named actor; {actor: signer subject}, in that order.
+
+    `trusted` optionally pins an actor to its certificate (PEM), e.g. the ФСС reply actor to the
+    ФСС certificate from the settings. Blocks of actors not named are not checked. The first
+    missing or invalid signature raises SignatureError naming its actor (`error.actor`).
+    """
+    names = list(dict.fromkeys(actors))
+    if not names:
+        raise ValueError("no actors to verify")
+    trusted = trusted or {}
+    return {name: verify_envelope(envelope, trusted_pem=trusted.get(name), actor=name) for name in names}
+
+
+def _verify_block(envelope: etree._Element, security: etree._Element, trusted_pem: str | None) -> str:
+    body = _body(envelope)
     signature = _only(security.findall(f"{{{DS}}}Signature"), "ds:Signature")
     signed_info = _only(signature.findall(f"{{{DS}}}SignedInfo"), "ds:SignedInfo")
-    certificate = _token_certificate(envelope, signature)
+    certificate = _token_certificate(security, signature)
     if trusted_pem is not None and certificate != load_certificate(trusted_pem):
         raise _fail("сообщение подписано не доверенным сертификатом")
     now = datetime.now(UTC)
