@@ -1,0 +1,3 @@
+"""ФСС «Электронный родовой сертификат» (АИСТ_ЭРС, SPEC E): contract with ФСС, signed and
+encrypted requests (createErs, visits, talons) and their asynchronous results, the request registry.
+"""
