@@ -34,11 +34,10 @@ from lxml import etree
 from zeep import Client, Plugin, Settings
 from zeep.exceptions import Error as ZeepError
 from zeep.exceptions import Fault, TransportError, ValidationError, XMLParseError, XMLSyntaxError
-from zeep.helpers import serialize_object
 
 from portal import crypto
 from portal.exchange.delivery import DataError, TransientError, setting
-from portal.exchange.http import NotSoap, connection_errors, soap_transport
+from portal.exchange.http import NotSoap, connection_errors, plain, soap_transport
 
 if TYPE_CHECKING:
     from portal.clinical.models import Mo
@@ -246,16 +245,6 @@ def medical_organization(mo: Mo) -> dict[str, Any]:
 
 
 # --- calls ------------------------------------------------------------------------------------
-
-
-def plain(value: Any) -> Any:
-    """zeep objects → plain dicts and lists."""
-    value = serialize_object(value, dict)
-    if isinstance(value, dict):
-        return {k: plain(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [plain(v) for v in value]
-    return value
 
 
 def _result(answer: Any) -> dict[str, Any]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
+from typing import Any
 
 import requests
 from lxml import etree
@@ -81,3 +82,15 @@ def soap_transport(endpoint: str, timeout: float) -> SoapTransport:
     found = session.merge_environment_settings(endpoint, {}, None, None, None)
     session.proxies, session.verify, session.trust_env = found["proxies"], found["verify"], False
     return SoapTransport(session=session, timeout=timeout, operation_timeout=timeout)
+
+
+def plain(value: Any) -> Any:
+    """zeep objects → plain dicts and lists (for callers and JSON)."""
+    from zeep.helpers import serialize_object
+
+    value = serialize_object(value, dict)
+    if isinstance(value, dict):
+        return {k: plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [plain(v) for v in value]
+    return value

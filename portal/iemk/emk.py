@@ -34,6 +34,7 @@ from sqlalchemy.exc import IntegrityError
 
 from portal.clinical.models import Mo, Patient, Staff
 from portal.exchange.delivery import DataError, setting
+from portal.exchange.http import plain
 from portal.extensions import db
 from portal.iemk import pix, soap
 from portal.iemk.models import KINDS, IemkCase, IemkDocument, VisitReport
@@ -153,7 +154,7 @@ def _registry(mo: Mo, operation: str, **params: Any) -> soap.Answer:
 
 def version(mo: Mo) -> dict[str, Any]:
     """EMKService GetVersion: {"DatabaseVersion", "ServiceVersion"}."""
-    return soap.plain(_emk(mo, "GetVersion").result) or {}
+    return plain(_emk(mo, "GetVersion").result) or {}
 
 
 # --- cases ----------------------------------------------------------------------------------
@@ -361,7 +362,7 @@ def _list(value: Any, name: str) -> list[Any]:
 
 
 def _errors_of(errors: Any) -> list[tuple[str, str]]:
-    items = [soap.plain(item) for item in _list(errors, "item")]
+    items = [plain(item) for item in _list(errors, "item")]
     return [((item.get("code") or "").strip(), (item.get("message") or "").strip()) for item in items]
 
 

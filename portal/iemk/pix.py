@@ -29,6 +29,7 @@ from typing import Any
 
 from portal.clinical.models import DOCUMENT_KINDS, Mo, Patient
 from portal.exchange.delivery import setting
+from portal.exchange.http import plain
 from portal.extensions import db
 from portal.iemk import soap
 
@@ -153,7 +154,7 @@ def _call(mo: Mo, operation: str, **params: Any) -> Any:
 
 def version(mo: Mo) -> dict[str, Any]:
     """GetVersion: {"DatabaseVersion", "ServiceVersion"} (to compare with the stored WSDL)."""
-    return soap.plain(_call(mo, "GetVersion")) or {}
+    return plain(_call(mo, "GetVersion")) or {}
 
 
 def add_patient(patient: Patient) -> str | None:
@@ -188,7 +189,7 @@ def find_patients(mo: Mo, template: dict[str, Any], source: str = "Reg") -> list
         patient=template,
         idSource=source,
     )
-    found = soap.plain(result)
+    found = plain(result)
     if isinstance(found, dict):  # ArrayOfPatientDto kept as a wrapper by some zeep versions
         found = found.get("PatientDto")
     return list(found or [])
@@ -198,7 +199,7 @@ def get_by_global_id(mo: Mo, global_id: str) -> dict[str, Any] | None:
     result = _call(
         mo, "GetPatientByGlobalId", guid=setting("iemk.guid", mo.id), patientId=global_id, idLpu=_lpu(mo)
     )
-    return soap.plain(result) or None
+    return plain(result) or None
 
 
 def ensure_registered(patient: Patient) -> str:

@@ -18,7 +18,6 @@ from lxml import etree
 from zeep import Client, Plugin, Settings
 from zeep.exceptions import Error as ZeepError
 from zeep.exceptions import Fault, TransportError, XMLParseError, XMLSyntaxError
-from zeep.helpers import serialize_object
 
 from portal import crypto
 from portal.clinical.models import Mo
@@ -191,16 +190,6 @@ def lpu(mo: Mo, what: str) -> str:
     if not (mo.oid or "").strip():
         raise DataError(f"У МО не указан OID (ФРМО): ИЭМК не примет {what}")
     return mo.oid.strip()
-
-
-def plain(value: Any) -> Any:
-    """zeep objects → plain dicts and lists (for callers and JSON)."""
-    value = serialize_object(value, dict)
-    if isinstance(value, dict):
-        return {k: plain(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [plain(v) for v in value]
-    return value
 
 
 # --- faults ---------------------------------------------------------------------------------
