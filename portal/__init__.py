@@ -74,6 +74,8 @@ def _register_blueprints(app: Flask) -> None:
     from portal.clinical import api_bp
     from portal.clinical import bp as clinical_bp
     from portal.clinical import routes as _clinical_views  # noqa: F401
+    from portal.ers import bp as ers_bp
+    from portal.ers import routes as _ers_views  # noqa: F401
     from portal.iemk import bp as iemk_bp
     from portal.iemk import routes as _iemk_views  # noqa: F401
     from portal.journal import bp as journal_bp
@@ -85,7 +87,18 @@ def _register_blueprints(app: Flask) -> None:
     from portal.vimis import bp as vimis_bp
     from portal.vimis import routes as _vimis_views  # noqa: F401
 
-    blueprints = (auth_bp, main_bp, clinical_bp, api_bp, admin_bp, vimis_bp, iemk_bp, journal_bp, tfoms_bp)
+    blueprints = (
+        auth_bp,
+        main_bp,
+        clinical_bp,
+        api_bp,
+        admin_bp,
+        vimis_bp,
+        iemk_bp,
+        ers_bp,
+        journal_bp,
+        tfoms_bp,
+    )
     for blueprint in blueprints:
         app.register_blueprint(blueprint)
     csrf.exempt(api_bp)  # the API authenticates by bearer token, not by session
