@@ -152,6 +152,11 @@ def kas_case_number(semd: m.Semd) -> str:
 
     pregnancy_id = semd.event.pregnancy_id
     if pregnancy_id is not None:
+        # Two sending workers may build two notices of one case at once: the first to lock the
+        # pregnancy takes (or fetches) the number; the other waits for its commit and finds it.
+        from portal.clinical.models import Pregnancy
+
+        db.session.execute(db.select(Pregnancy.id).where(Pregnancy.id == pregnancy_id).with_for_update())
         earlier = db.session.scalar(
             db.select(m.Semd.kas_case_number)
             .join(ClinicalEvent, ClinicalEvent.id == m.Semd.event_id)
