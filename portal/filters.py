@@ -76,3 +76,30 @@ def filter_period(args: Mapping[str, str], today: date, default_days: int) -> tu
     if date_from > date_to:
         raise FilterError(f"Начало периода {date_from:%d.%m.%Y} позже его окончания {date_to:%d.%m.%Y}.")
     return date_from, date_to
+
+
+def snils_digits(text: str) -> str | None:
+    """The digits of a СНИЛС typed with or without «-» and spaces; None when it is not a number."""
+    digits = text.replace("-", "").replace(" ", "")
+    return digits if digits.isdigit() else None
+
+
+def patient_match(text: str) -> list[Any] | None:
+    """«Пациент» / «Поиск»: a СНИЛС (or its first digits), else prefixes of surname, name and
+    patronymic in that order, as conditions on Patient; None when the text holds nothing to match."""
+    from sqlalchemy import or_
+
+    from portal.clinical.models import Patient
+
+    digits = snils_digits(text)
+    if digits is not None:
+        return [Patient.snils.startswith(digits)]
+    parts = [p for p in (p.replace("%", "").replace("_", "") for p in text.split()) if p]
+    if not parts:
+        return None
+    columns = (Patient.last_name, Patient.first_name, Patient.middle_name)
+    # names are stored capitalised and SQLite folds only ASCII case: match the stored form too
+    return [
+        or_(column.startswith(part[:1].upper() + part[1:]), column.ilike(part + "%"))
+        for column, part in zip(columns, parts, strict=False)
+    ]

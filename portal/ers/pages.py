@@ -21,7 +21,7 @@ from portal.auth.models import User
 from portal.clinical.models import Mo, Patient, Pregnancy
 from portal.ers import models as m
 from portal.extensions import db
-from portal.filters import FilterError, filter_mo
+from portal.filters import FilterError, filter_mo, patient_match
 
 PER_PAGE = (10, 30, 50)  # «Количество строк»
 OUTCOME_DAYS = 90  # a pregnancy stays on the list this long after its outcome (Талон 2, Талон 3)
@@ -131,26 +131,9 @@ def _ers_number() -> Any:
     )
 
 
-def snils_digits(text: str) -> str | None:
-    """The digits of a СНИЛС typed with or without «-» and spaces; None when it is not a number."""
-    digits = text.replace("-", "").replace(" ", "")
-    return digits if digits.isdigit() else None
-
-
 def _search(text: str) -> Any:
     """«Поиск»: a СНИЛС (or its first digits), else prefixes of surname, name, patronymic in order."""
-    digits = snils_digits(text)
-    if digits is not None:
-        return Patient.snils.startswith(digits)
-    parts = [p.replace("%", "").replace("_", "") for p in text.split()]
-    columns = (Patient.last_name, Patient.first_name, Patient.middle_name)
-    # names are stored capitalised and SQLite folds only ASCII case: match the stored form too
-    return db.and_(
-        *(
-            or_(column.startswith(part[:1].upper() + part[1:]), column.ilike(part + "%"))
-            for column, part in zip(columns, [p for p in parts if p], strict=False)
-        )
-    )
+    return db.and_(*(patient_match(text) or [db.true()]))
 
 
 def _current_pregnancies(mo_id: int, today: date) -> Any:

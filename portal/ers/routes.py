@@ -22,10 +22,7 @@ from portal.ers import bp, pages
 from portal.ers.rules import contract_errors, contract_refusal, current_contract
 from portal.extensions import db
 from portal.filters import FilterError
-
-
-def _hx_target() -> str | None:
-    return request.headers.get("HX-Target") if request.headers.get("HX-Request") else None
+from portal.fragments import hx_target
 
 
 def _filters(args) -> pages.PatientFilters:
@@ -79,7 +76,7 @@ def patients():
     """The page: the contract form, or the contract, the signatures and the patient list."""
     filters = _filters(request.args)
     context = _page_context(filters)
-    if _hx_target() == "ers-results" and context.get("page") is not None:
+    if hx_target() == "ers-results" and context.get("page") is not None:
         return render_template("ers/_results.html", **context)
     return render_template("ers/patients.html", **context)
 

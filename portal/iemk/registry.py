@@ -17,13 +17,21 @@ from typing import Any
 from flask import abort
 from lxml import etree
 from markupsafe import Markup, escape
-from sqlalchemy import func, or_, select, tuple_
+from sqlalchemy import func, select, tuple_
 from sqlalchemy.orm import defer, joinedload
 
 from portal.auth.scoping import scoped
 from portal.clinical.models import Mo, Patient
 from portal.extensions import db
-from portal.filters import FilterError, filter_date, filter_mo, filter_period, parse_cursor, parse_id  # noqa: F401  (FilterError: routes)
+from portal.filters import (  # noqa: F401  (FilterError: routes)
+    FilterError,
+    filter_date,
+    filter_mo,
+    filter_period,
+    parse_cursor,
+    parse_id,
+    patient_match,
+)
 from portal.iemk import models as m
 
 DEFAULT_DAYS = 30  # the period by default: the last 30 days
@@ -32,15 +40,6 @@ PATIENT_IDS_LIMIT = 500  # «Пациент» matching more patients than this b
 PRINT_LIMIT = 1000  # rows of a printed list
 PATIENT_LIMIT = 200  # documents shown on the patient page
 POLL_LIMIT = 200  # documents one status refresh asks about
-
-
-
-
-
-def snils_digits(text: str) -> str | None:
-    """The digits of a СНИЛС typed with or without «-» and spaces; None when it is not a number."""
-    digits = text.replace("-", "").replace(" ", "")
-    return digits if digits.isdigit() else None
 
 
 @dataclass
@@ -101,20 +100,9 @@ class DocumentFilters:
 def _patient_condition(text: str, mo_id: int | None) -> Any:
     """«Пациент»: a СНИЛС (or its first digits), else prefixes of surname, name, patronymic."""
     doc = m.IemkDocument
-    digits = snils_digits(text)
-    if digits is not None:
-        where = [Patient.snils.startswith(digits)]
-    else:
-        parts = [p.replace("%", "").replace("_", "") for p in text.split()]
-        parts = [p for p in parts if p]
-        if not parts:
-            return doc.patient_id.is_(None)
-        columns = (Patient.last_name, Patient.first_name, Patient.middle_name)
-        # names are stored capitalised and SQLite folds only ASCII case: match the stored form too
-        where = [
-            or_(column.startswith(part[:1].upper() + part[1:]), column.ilike(part + "%"))
-            for column, part in zip(columns, parts, strict=False)
-        ]
+    where = patient_match(text)
+    if where is None:
+        return doc.patient_id.is_(None)
     if mo_id is not None:
         where.append(Patient.mo_id == mo_id)
     ids = db.session.scalars(select(Patient.id).where(*where).limit(PATIENT_IDS_LIMIT + 1)).all()
@@ -157,7 +145,6 @@ def _listed() -> Any:
 class DocumentPage:
     rows: list[m.IemkDocument]
     next_cursor: str | None  # «Показать ещё»: "event_at-iso|id" of the last row, None at the end
-
 
 
 def document_page(

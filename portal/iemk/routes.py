@@ -22,6 +22,7 @@ from portal.auth.scoping import may_see_mo, mo_choices
 from portal.clinical.models import Mo, Patient
 from portal.exchange.delivery import DataError, TransientError, UnknownOutcome
 from portal.extensions import db
+from portal.fragments import hx_target
 from portal.iemk import bp, documents, registry
 from portal.iemk import callback as _callback  # noqa: F401  (registers POST /iemk/callback)
 from portal.iemk.models import ERROR, KINDS, STATUS_COLOURS, STATUSES, UNSIGNED, IemkDocument
@@ -30,10 +31,6 @@ from portal.models_base import utcnow
 POLL_SECONDS = 5  # in-flight status cells ask for themselves this often
 ACTION_LIMIT = 1000  # documents one action may take
 ACTIONS = ("sign", "transfer")
-
-
-def _hx_target() -> str | None:
-    return request.headers.get("HX-Target") if request.headers.get("HX-Request") else None
 
 
 def _user():
@@ -101,7 +98,7 @@ def documents_page():
         after = registry.parse_cursor(request.args.get("after"))
     except registry.FilterError as error:
         abort(400, description=error.message)
-    target = _hx_target()
+    target = hx_target()
     if target == "iemk-more" or (target == "iemk-results" and after is not None):
         return render_template("iemk/_rows.html", **_results_context(filters, after))
     if target == "iemk-results":
@@ -166,7 +163,7 @@ def _detail_context(doc: IemkDocument) -> dict[str, Any]:
 def document(doc_id: int):
     """«+»: the document's journal, signature, ИЭМК's number and CDA under its row, or a page."""
     doc = registry.get_document(doc_id, current_user)
-    if _hx_target():
+    if hx_target():
         return render_template("iemk/_detail_row.html", **_detail_context(doc))
     return render_template("iemk/document.html", **_detail_context(doc))
 
@@ -356,7 +353,7 @@ def patient_remote(patient_id: int):
         db.session.rollback()
         error = _remote_failure(failure)
     context = {"patient": patient, "remote": remote, "error": error, "mo_names": _mo_names(remote)}
-    if _hx_target():
+    if hx_target():
         return render_template("iemk/_remote.html", **context)
     return render_template("iemk/remote.html", **context)
 
@@ -401,6 +398,6 @@ def patient_remote_document(patient_id: int, local_uid: str):
         "has_pdf": bool(pdf),
         "mo_names": _mo_names([remote] if remote is not None else []),
     }
-    if _hx_target():
+    if hx_target():
         return render_template("iemk/_remote_document.html", **context)
     return render_template("iemk/remote_document.html", **context)

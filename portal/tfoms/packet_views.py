@@ -28,6 +28,7 @@ from portal.auth.scoping import filter_mo_id, mo_choices, scoped
 from portal.clinical.models import BED_PROFILE_NAMES, Mo
 from portal.dates import parse_date
 from portal.extensions import db
+from portal.fragments import hx_target
 from portal.journal.services import packet_lines
 from portal.models_base import utcnow
 from portal.tfoms import bp, packets
@@ -281,10 +282,6 @@ def tag_lines(stored: dict[str, Any] | None, xml: str | None) -> list[tuple[str,
 # --- views --------------------------------------------------------------------------------------
 
 
-def _hx_target() -> str | None:
-    return request.headers.get("HX-Target") if request.headers.get("HX-Request") else None
-
-
 def _type_choices(filters: PacketFilters) -> dict[str, str]:
     choices = {code: type_label(code) for code in sorted(PACKET_TYPES)}
     if filters.packet_type and filters.packet_type not in choices:
@@ -338,7 +335,7 @@ def packets_page():
     """The page; for htmx the results (filters changed, polling) or the next rows («Показать ещё»)."""
     filters = PacketFilters.parse(request.args)
     after = _parse_cursor(request.args.get("after"))
-    target = _hx_target()
+    target = hx_target()
     if target == "packets-more":
         return render_template("tfoms/_packets_rows.html", **_results_context(filters, after))
     if target == "packets-results":
@@ -384,7 +381,7 @@ def packet_detail(packet_id: int):
         "answer_lines": tag_lines(packet.answer, packet.answer_xml),
         "after": db.session.get(TfomsPacket, packet.after_id) if packet.after_id else None,
     }
-    if _hx_target():
+    if hx_target():
         return render_template("tfoms/_packets_detail.html", **context)
     return render_template("tfoms/packets_detail.html", **context)
 
@@ -544,6 +541,6 @@ def free_beds_page():
         "rows": rows,
         "target_mo": next((mo for mo in mos if mo.id == query.mo_id), None),
     }
-    if _hx_target() == "free-beds-result":
+    if hx_target() == "free-beds-result":
         return render_template("tfoms/_free_beds_result.html", **context)
     return render_template("tfoms/free_beds.html", **context)

@@ -15,6 +15,7 @@ from portal.auth.scoping import mo_choices, visible_mo_id
 from portal.clinical.models import PLAN_KINDS, PLAN_PERSON_STATUSES
 from portal.exchange.runs import recording
 from portal.extensions import db
+from portal.fragments import hx_target
 from portal.tfoms import bp, plans
 from portal.tfoms.files import max_upload_bytes
 
@@ -28,10 +29,6 @@ def _filters(source=None) -> plans.PlanFilters:
         return plans.PlanFilters.parse(source or request.args, visible_mo_id(), current_user.is_central)
     except plans.PlanError as error:
         _abort(error)
-
-
-def _hx_target() -> str | None:
-    return request.headers.get("HX-Target") if request.headers.get("HX-Request") else None
 
 
 def _results_context(filters: plans.PlanFilters) -> dict:
@@ -72,7 +69,7 @@ def _page_context(filters: plans.PlanFilters, **extra) -> dict:
 def plans_page():
     """The page; for htmx the plan list (filters changed) or the next exports («Показать ещё»)."""
     filters = _filters()
-    target = _hx_target()
+    target = hx_target()
     if target == "exports-more":
         try:
             before = plans.parse_after(request.args.get("before"))
@@ -98,9 +95,13 @@ def plan_send(plan_id: int):
         _abort(error)
     count = packets.send_plan(plan.id, current_user)
     db.session.commit()
-    message = (f"В очередь отправки в ТФОМС поставлено сообщений: {count}. Статусы людей изменятся, "
-               "когда ТФОМС ответит." if count else "Нет людей со статусом «Новые» или «Ошибка».")
-    if not _hx_target():
+    message = (
+        f"В очередь отправки в ТФОМС поставлено сообщений: {count}. Статусы людей изменятся, "
+        "когда ТФОМС ответит."
+        if count
+        else "Нет людей со статусом «Новые» или «Ошибка»."
+    )
+    if not hx_target():
         flash(message, "success" if count else "warning")
         return redirect(url_for("tfoms.plan_people", plan_id=plan.id))
     return plan_people(plan.id, sent_message=message)
@@ -127,7 +128,7 @@ def plan_people(plan_id: int, sent_message: str | None = None):
         "colspan": 11,
         "sent_message": sent_message,
     }
-    target = _hx_target()
+    target = hx_target()
     if target == f"people-more-{plan.id}":
         return render_template("tfoms/_plan_people_rows.html", **context)
     if target:
@@ -152,7 +153,7 @@ def _export_form_context(selected: list, values: dict, errors: dict, message: st
 
 def _render_export(filters: plans.PlanFilters, panel: dict, status: int = 200, oob: bool = False):
     """The export panel alone for htmx (with the refreshed lists after an export), else the page."""
-    if _hx_target():
+    if hx_target():
         context = {"panel": panel, "filters": filters}
         if oob:
             context.update(_results_context(filters))
@@ -237,7 +238,7 @@ def plans_answer():
         data = upload.read(limit + 1)
         with recording(plans.SERVICE, mo_id=visible_mo_id(), manual=True, user_id=current_user.id):
             result = plans.import_error_file(upload.filename, data, current_user)
-    if _hx_target():
+    if hx_target():
         context = {"result": result, "filters": filters}
         if result.ok:
             context.update(_results_context(filters))
