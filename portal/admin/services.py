@@ -44,7 +44,9 @@ def is_enabled(mo_id: int, procedure: str) -> bool:
     """A switched-off МО sends nothing (X-4): every job asks this before it sends."""
     return bool(
         db.session.scalar(
-            db.select(MoIntegration.enabled).where(MoIntegration.mo_id == mo_id, MoIntegration.key == procedure)
+            db.select(MoIntegration.enabled).where(
+                MoIntegration.mo_id == mo_id, MoIntegration.key == procedure
+            )
         )
     )
 
@@ -52,7 +54,9 @@ def is_enabled(mo_id: int, procedure: str) -> bool:
 def enabled_mo_ids(procedure: str) -> set[int]:
     return set(
         db.session.scalars(
-            db.select(MoIntegration.mo_id).where(MoIntegration.key == procedure, MoIntegration.enabled.is_(True))
+            db.select(MoIntegration.mo_id).where(
+                MoIntegration.key == procedure, MoIntegration.enabled.is_(True)
+            )
         )
     )
 
@@ -115,8 +119,9 @@ def _switch_on_defaults_for_new_mo(rows: list[StoredRecord]) -> None:
 def _default(key: str) -> str:
     definition = SETTINGS[key]
     config = current_app.config
-    return (definition.default.replace("{simulators}", f"http://127.0.0.1:{config['SIMULATORS_PORT']}")
-            .replace("{portal}", config.get("PUBLIC_URL") or f"http://127.0.0.1:{config['PORT']}"))
+    return definition.default.replace(
+        "{simulators}", f"http://127.0.0.1:{config['SIMULATORS_PORT']}"
+    ).replace("{portal}", config.get("PUBLIC_URL") or f"http://127.0.0.1:{config['PORT']}")
 
 
 def get_setting(key: str, mo_id: int | None = None) -> str:
@@ -138,7 +143,9 @@ def set_setting(key: str, value: str, mo_id: int | None = None) -> bool:
     """Store a setting (empty value removes an override); True when something changed."""
     definition = SETTINGS[key]
     row = db.session.scalar(
-        db.select(Setting).where(Setting.key == key, Setting.mo_id.is_(None) if mo_id is None else Setting.mo_id == mo_id)
+        db.select(Setting).where(
+            Setting.key == key, Setting.mo_id.is_(None) if mo_id is None else Setting.mo_id == mo_id
+        )
     )
     old = row.value if row else None
     if value == "" and mo_id is not None:
@@ -298,15 +305,15 @@ class SettingRow:
     inherited: str = ""  # МО page: the region's value (secrets: "")
 
 
-def setting_groups(mo_id: int | None = None, submitted: dict[str, str] | None = None,
-                   errors: dict[str, str] | None = None) -> list[tuple[str, list[SettingRow]]]:
+def setting_groups(
+    mo_id: int | None = None, submitted: dict[str, str] | None = None, errors: dict[str, str] | None = None
+) -> list[tuple[str, list[SettingRow]]]:
     """Settings grouped as registered; for an МО only those that may be overridden."""
     errors = errors or {}
     overrides = {}
     if mo_id is not None:
         overrides = {
-            row.key: row.value
-            for row in db.session.scalars(db.select(Setting).where(Setting.mo_id == mo_id))
+            row.key: row.value for row in db.session.scalars(db.select(Setting).where(Setting.mo_id == mo_id))
         }
     groups: dict[str, list[SettingRow]] = {}
     for definition in SETTINGS.values():
@@ -349,7 +356,9 @@ def save_settings(form: Any, mo_id: int | None = None) -> tuple[dict[str, str], 
         key = definition.key
         own = None
         if mo_id is not None:
-            own = db.session.scalar(db.select(Setting.value).where(Setting.key == key, Setting.mo_id == mo_id))
+            own = db.session.scalar(
+                db.select(Setting.value).where(Setting.key == key, Setting.mo_id == mo_id)
+            )
         current = get_setting(key) if mo_id is None else own
         if definition.kind == "secret":
             if form.get(f"{key}__clear"):
@@ -417,7 +426,9 @@ def add_certificate(
     if user_id and owner_user is None:
         errors["user"] = "Пользователь не найден."
     elif needs_user and owner_user is None:
-        errors["user"] = f"Для назначения «{CERTIFICATE_PURPOSES[purpose]}» выберите пользователя — владельца подписи."
+        errors["user"] = (
+            f"Для назначения «{CERTIFICATE_PURPOSES[purpose]}» выберите пользователя — владельца подписи."
+        )
     elif owner_user is not None and not needs_user and purpose in CERTIFICATE_PURPOSES:
         errors["user"] = "Пользователь указывается только для подписи врача или бухгалтера."
     elif owner_user is not None:
@@ -467,23 +478,30 @@ def add_certificate(
     db.session.add(cert)
     db.session.flush()
     owner_mo = db.session.get(Mo, mo_id) if mo_id else None
-    owner = f"пользователь {owner_user.login}" if owner_user else (owner_mo.short_name if owner_mo else "регион")
+    owner = (
+        f"пользователь {owner_user.login}" if owner_user else (owner_mo.short_name if owner_mo else "регион")
+    )
     audit(
         "certificate.upload",
         f"Загружен сертификат «{CERTIFICATE_PURPOSES[purpose]}» ({owner}): {parsed.subject}",
         obj=cert,
         mo_id=mo_id,
         details={
-            "purpose": purpose, "subject": parsed.subject, "serial": parsed.serial,
-            "valid_from": parsed.valid_from.isoformat(), "valid_to": parsed.valid_to.isoformat(),
-            "user": owner_user.login if owner_user else None, "key": key_pem is not None,
+            "purpose": purpose,
+            "subject": parsed.subject,
+            "serial": parsed.serial,
+            "valid_from": parsed.valid_from.isoformat(),
+            "valid_to": parsed.valid_to.isoformat(),
+            "user": owner_user.login if owner_user else None,
+            "key": key_pem is not None,
         },
     )
     return cert, {}
 
 
-def ensure_demo_certificate(purpose: str, common_name: str, mo_id: int | None = None,
-                            user_id: int | None = None) -> bool:
+def ensure_demo_certificate(
+    purpose: str, common_name: str, mo_id: int | None = None, user_id: int | None = None
+) -> bool:
     """Give the demo a working key: a self-signed RSA certificate unless a valid one exists.
 
     Production loads real (GOST) certificates through the certificates page instead.
@@ -493,7 +511,9 @@ def ensure_demo_certificate(purpose: str, common_name: str, mo_id: int | None = 
     today = date.today()
     exists = db.session.scalar(
         db.select(Certificate.id).where(
-            Certificate.purpose == purpose, Certificate.key_pem.is_not(None), Certificate.valid_to >= today,
+            Certificate.purpose == purpose,
+            Certificate.key_pem.is_not(None),
+            Certificate.valid_to >= today,
             Certificate.mo_id.is_(None) if mo_id is None else Certificate.mo_id == mo_id,
             Certificate.user_id.is_(None) if user_id is None else Certificate.user_id == user_id,
         )
@@ -514,38 +534,43 @@ class NoCertificate(Exception):
 _keys: dict[int, Any] = {}
 
 
-def signing_key(purpose: str, mo_id: int | None) -> Any:
-    """The МО's own certificate of `purpose` with its key, else the region's; valid today.
-
-    Keys are parsed once per certificate (the process keeps them while the PEM is unchanged).
-    """
-    from portal.crypto import load_signing_key
-
+def valid_certificate(purpose: str, mo_id: int | None, *, with_key: bool = True) -> Certificate:
+    """The МО's own certificate of `purpose` (with its key), else the region's; valid today.
+    NoCertificate names what to add when there is none."""
     today = date.today()
-    rows = db.session.scalars(
-        db.select(Certificate)
-        .where(
-            Certificate.purpose == purpose,
-            Certificate.key_pem.is_not(None),
-            (Certificate.mo_id == mo_id) | Certificate.mo_id.is_(None),
-        )
-        .order_by(Certificate.mo_id.is_(None), Certificate.valid_to.desc())
-    ).all()
+    query = db.select(Certificate).where(
+        Certificate.purpose == purpose, (Certificate.mo_id == mo_id) | Certificate.mo_id.is_(None)
+    )
+    if with_key:
+        query = query.where(Certificate.key_pem.is_not(None))
+    rows = db.session.scalars(query.order_by(Certificate.mo_id.is_(None), Certificate.valid_to.desc())).all()
     valid = [c for c in rows if c.valid_from <= today <= c.valid_to]
     if not valid:
         detail = (
             f" (сертификат «{rows[0].subject}» действовал до {rows[0].valid_to:%d.%m.%Y})" if rows else ""
         )
         raise NoCertificate(
-            f"Нет действующего сертификата «{CERTIFICATE_PURPOSES.get(purpose, purpose)}» с закрытым ключом"
+            f"Нет действующего сертификата «{CERTIFICATE_PURPOSES.get(purpose, purpose)}»"
+            + (" с закрытым ключом" if with_key else "")
             + detail
             + ": добавьте его в разделе «Администрирование → Сертификаты»"
         )
-    cert = valid[0]
+    return valid[0]
+
+
+def key_of(cert: Certificate) -> Any:
+    """The signing key of a certificate row, parsed once while its PEM is unchanged."""
+    from portal.crypto import load_signing_key
+
     key = _keys.get(cert.id)
     if key is None or key.cert_pem != cert.cert_pem:
         key = _keys[cert.id] = load_signing_key(cert.cert_pem, cert.key_pem)
     return key
+
+
+def signing_key(purpose: str, mo_id: int | None) -> Any:
+    """The key of `valid_certificate(purpose, mo_id)`."""
+    return key_of(valid_certificate(purpose, mo_id))
 
 
 def delete_certificate(cert: Certificate) -> None:
@@ -554,8 +579,12 @@ def delete_certificate(cert: Certificate) -> None:
         f"Удалён сертификат «{CERTIFICATE_PURPOSES.get(cert.purpose, cert.purpose)}»: {cert.subject}",
         obj=cert,
         mo_id=cert.mo_id,
-        details={"purpose": cert.purpose, "subject": cert.subject, "serial": cert.serial,
-                 "valid_to": cert.valid_to.isoformat()},
+        details={
+            "purpose": cert.purpose,
+            "subject": cert.subject,
+            "serial": cert.serial,
+            "valid_to": cert.valid_to.isoformat(),
+        },
     )
     db.session.delete(cert)
     db.session.flush()
@@ -570,14 +599,16 @@ class UsersPage:
     next_after: str | None
 
 
-def users_page(query: str, role: str | None, mo_id: int | None, active: str | None,
-               after: str | None, limit: int) -> UsersPage:
+def users_page(
+    query: str, role: str | None, mo_id: int | None, active: str | None, after: str | None, limit: int
+) -> UsersPage:
     """Users the current user may manage, by login, keyset-paginated on the login."""
     stmt = scoped(db.select(User).options(joinedload(User.mo), joinedload(User.staff)), User.mo_id)
     query = (query or "").strip()
     if query:
-        stmt = stmt.where(or_(User.login.startswith(query.lower(), autoescape=True),
-                              contains_ci(User.full_name, query)))
+        stmt = stmt.where(
+            or_(User.login.startswith(query.lower(), autoescape=True), contains_ci(User.full_name, query))
+        )
     if role:
         stmt = stmt.where(User.role == role)
     if mo_id is not None:
@@ -631,7 +662,8 @@ def _user_fields(form: Any, actor: Any, target: User | None) -> tuple[dict[str, 
             mo_id = target.mo_id if target is not None else own_mo
         if mo_id != own_mo:
             errors["mo"] = (
-                "Нельзя перевести пользователя в другую МО." if target is not None
+                "Нельзя перевести пользователя в другую МО."
+                if target is not None
                 else "Администратор МО заводит пользователей только своей МО."
             )
     elif mo_id is not None and db.session.get(Mo, mo_id) is None:
@@ -672,8 +704,14 @@ def create_user(form: Any, actor: Any) -> tuple[User | None, dict[str, str]]:
         f"Создан пользователь {login} ({ROLES[user.role]})",
         obj=user,
         mo_id=user.mo_id,
-        details={"login": login, "full_name": user.full_name, "role": user.role, "mo_id": user.mo_id,
-                 "staff_id": user.staff_id, "active": user.active},
+        details={
+            "login": login,
+            "full_name": user.full_name,
+            "role": user.role,
+            "mo_id": user.mo_id,
+            "staff_id": user.staff_id,
+            "active": user.active,
+        },
     )
     return user, {}
 
@@ -708,8 +746,13 @@ def reset_password(user: User, password: str, confirm: str) -> str | None:
     if error:
         return error
     user.set_password(password)
-    audit("user.password", f"Пароль пользователя {user.login} изменён администратором", obj=user,
-          mo_id=user.mo_id, details={"login": user.login})
+    audit(
+        "user.password",
+        f"Пароль пользователя {user.login} изменён администратором",
+        obj=user,
+        mo_id=user.mo_id,
+        details={"login": user.login},
+    )
     db.session.flush()
     return None
 
@@ -737,7 +780,9 @@ def set_user_active(user: User, active: bool, actor: Any) -> str:
 def token_list() -> list[ApiToken]:
     return list(
         db.session.scalars(
-            db.select(ApiToken).options(joinedload(ApiToken.created_by)).order_by(ApiToken.created_at.desc(), ApiToken.id.desc())
+            db.select(ApiToken)
+            .options(joinedload(ApiToken.created_by))
+            .order_by(ApiToken.created_at.desc(), ApiToken.id.desc())
         )
     )
 
@@ -750,12 +795,17 @@ def issue_token(name: str, actor: Any) -> tuple[ApiToken, str]:
     if len(name) > 120:
         raise AdminError("Название токена — не длиннее 120 символов.")
     plain = secrets.token_urlsafe(32)
-    token = ApiToken(name=name, token_hash=hash_token(plain), prefix=plain[:8],
-                     created_by_id=getattr(actor, "id", None))
+    token = ApiToken(
+        name=name, token_hash=hash_token(plain), prefix=plain[:8], created_by_id=getattr(actor, "id", None)
+    )
     db.session.add(token)
     db.session.flush()
-    audit("token.issue", f"Выпущен токен API «{name}» ({token.prefix}…)", obj=token,
-          details={"name": name, "prefix": token.prefix})
+    audit(
+        "token.issue",
+        f"Выпущен токен API «{name}» ({token.prefix}…)",
+        obj=token,
+        details={"name": name, "prefix": token.prefix},
+    )
     return token, plain
 
 
@@ -763,8 +813,12 @@ def revoke_token(token: ApiToken) -> str:
     if token.revoked_at is not None:
         return f"Токен «{token.name}» уже отозван."
     token.revoked_at = utcnow()
-    audit("token.revoke", f"Отозван токен API «{token.name}» ({token.prefix}…)", obj=token,
-          details={"name": token.name, "prefix": token.prefix})
+    audit(
+        "token.revoke",
+        f"Отозван токен API «{token.name}» ({token.prefix}…)",
+        obj=token,
+        details={"name": token.name, "prefix": token.prefix},
+    )
     db.session.flush()
     return f"Токен «{token.name}» отозван: запросы с ним больше не принимаются."
 
@@ -796,7 +850,10 @@ ACTION_GROUPS: dict[str, str] = {
     "token.*": "Токены API",
 }
 OBJECT_LABELS: dict[str, str] = {
-    "Mo": "МО", "User": "Пользователь", "Certificate": "Сертификат", "ApiToken": "Токен API",
+    "Mo": "МО",
+    "User": "Пользователь",
+    "Certificate": "Сертификат",
+    "ApiToken": "Токен API",
     "Setting": "Настройка",
 }
 

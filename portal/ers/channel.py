@@ -18,7 +18,7 @@ from __future__ import annotations
 from datetime import date
 
 from portal.admin.models import Certificate
-from portal.crypto import SigningKey, load_signing_key
+from portal.crypto import SigningKey
 from portal.ers import models as m
 from portal.exchange.delivery import (
     Channel,
@@ -147,7 +147,9 @@ def _key(cert: Certificate | None, role: str, today: date) -> SigningKey | None:
             f"Сертификат {SIGNER_ROLES[role]} «{cert.subject}» действует с {cert.valid_from:%d.%m.%Y} "
             f"по {cert.valid_to:%d.%m.%Y}: запрос не отправлен"
         )
-    return load_signing_key(cert.cert_pem, cert.key_pem)
+    from portal.admin.services import key_of
+
+    return key_of(cert)
 
 
 def signers_of(request: m.ErsRequest):
@@ -178,18 +180,12 @@ def signers_of(request: m.ErsRequest):
 
 def fss_certificate(mo_id: int) -> str:
     """ФСС's certificate to encrypt to (the МО's, else the region's), valid today."""
-    today = utcnow().date()
-    rows = db.session.scalars(
-        db.select(Certificate)
-        .where(Certificate.purpose == "fss", (Certificate.mo_id == mo_id) | Certificate.mo_id.is_(None))
-        .order_by(Certificate.mo_id.is_(None), Certificate.valid_to.desc())
-    ).all()
-    valid = [c for c in rows if c.valid_from <= today <= c.valid_to]
-    if not valid:
-        raise DataError(
-            "Нет действующего «Сертификата ФСС (шифрование)»: добавьте его в разделе «Администрирование → Сертификаты»"
-        )
-    return valid[0].cert_pem
+    from portal.admin.services import NoCertificate, valid_certificate
+
+    try:
+        return valid_certificate("fss", mo_id, with_key=False).cert_pem
+    except NoCertificate as error:
+        raise DataError(str(error)) from None
 
 
 CHANNEL = register_channel(ErsChannel())
