@@ -72,6 +72,7 @@ bench: setup-test
 	$(BIN)/python bench/tfoms_files.py
 	$(BIN)/python bench/tfoms_amqp.py
 	$(BIN)/python bench/iemk.py
+	$(BIN)/python bench/reports.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -31,6 +31,17 @@ def _configure_logging() -> None:
     logging.getLogger("apscheduler").setLevel(logging.WARNING)  # the jobs log their own runs
 
 
+def _link_fss_standin(app, base_url: str) -> None:
+    """The ФСС stand-in learns the МО's contracts; the portal gets its certificate (portal/ers/demo.py)."""
+    from portal.ers.demo import link_standin
+
+    try:
+        with app.app_context():
+            link_standin(base_url)
+    except Exception:  # an unmigrated database must not stop the portal from serving
+        log.warning("Симулятор ФСС: договоры и сертификат не переданы", exc_info=True)
+
+
 def start_services(app: Flask) -> bool:
     """Start the scheduler and the simulators if enabled and this process wins the lock."""
     config = app.config
@@ -44,10 +55,15 @@ def start_services(app: Flask) -> bool:
     pid = os.getpid()
     lock = acquire_services_lock(app.instance_path)
     if lock is None:
-        log.info("Процесс %s: блокировка служб занята другим процессом, планировщик и симуляторы не запускаю", pid)
+        log.info(
+            "Процесс %s: блокировка служб занята другим процессом, планировщик и симуляторы не запускаю", pid
+        )
         return False
-    log.info("Процесс %s взял блокировку служб: запускаю %s", pid,
-             " и ".join(n for n, on in (("планировщик", want_scheduler), ("симуляторы", want_simulators)) if on))
+    log.info(
+        "Процесс %s взял блокировку служб: запускаю %s",
+        pid,
+        " и ".join(n for n, on in (("планировщик", want_scheduler), ("симуляторы", want_simulators)) if on),
+    )
 
     server = scheduler = standin = None
     if want_simulators:
@@ -59,11 +75,18 @@ def start_services(app: Flask) -> bool:
         try:
             server, base_url = start_simulators(
                 config["SIMULATORS_PORT"],
-                config={"PORTAL_URL": f"http://127.0.0.1:{config['PORT']}", "TFOMS_EXCHANGE_DIR": tfoms_inbox},
+                config={
+                    "PORTAL_URL": f"http://127.0.0.1:{config['PORT']}",
+                    "TFOMS_EXCHANGE_DIR": tfoms_inbox,
+                    "FSS_STATE_FILE": os.path.join(app.instance_path, "simulators", "fss_ers.json"),
+                },
             )
             log.info("Процесс %s: симуляторы внешних систем на %s", pid, base_url)
+            _link_fss_standin(app, base_url)
         except OSError as error:  # the port is taken: the portal still serves, say why loudly
-            log.error("Процесс %s: симуляторы не запущены (порт %s): %s", pid, config["SIMULATORS_PORT"], error)
+            log.error(
+                "Процесс %s: симуляторы не запущены (порт %s): %s", pid, config["SIMULATORS_PORT"], error
+            )
         if server is not None:  # ТФОМС's consumer of the packet queues, its mode set on the host
             from simulators.tfoms_amqp import start_standin
 
@@ -83,8 +106,12 @@ def start_services(app: Flask) -> bool:
         log.info("Процесс %s: планировщик и симуляторы остановлены", pid)
 
     atexit.register(_stop)
-    app.extensions["services"] = {"lock": lock, "scheduler": scheduler, "simulators": server,
-                                  "tfoms_standin": standin}
+    app.extensions["services"] = {
+        "lock": lock,
+        "scheduler": scheduler,
+        "simulators": server,
+        "tfoms_standin": standin,
+    }
     return True
 
 

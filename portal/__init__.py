@@ -75,6 +75,8 @@ def _register_blueprints(app: Flask) -> None:
     from portal.clinical import bp as clinical_bp
     from portal.clinical import routes as _clinical_views  # noqa: F401
     from portal.ers import bp as ers_bp
+    from portal.ers import registry_views as _ers_registry  # noqa: F401
+    from portal.ers import report_views as _ers_report  # noqa: F401
     from portal.ers import routes as _ers_views  # noqa: F401
     from portal.iemk import bp as iemk_bp
     from portal.iemk import routes as _iemk_views  # noqa: F401

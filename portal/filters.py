@@ -4,8 +4,11 @@ cursor from the URL, dates people type."""
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any
+
+from sqlalchemy import or_, tuple_
 
 from portal.dates import parse_date
 
@@ -41,6 +44,70 @@ def parse_cursor(raw: str | None) -> tuple[datetime, int] | None:
         return datetime.fromisoformat(at_text), parse_id(ident, "")
     except ValueError:
         raise FilterError("Некорректный параметр страницы.") from None
+
+
+@dataclass
+class KeysetPage:
+    rows: list[Any]
+    next_cursor: str | None  # «Показать ещё»: "<moment iso>|<id>" of the last row, None at the end
+
+
+def newest_first(
+    stmt: Any, moment: Any, ident: Any, after: tuple[datetime, int] | None, limit: int
+) -> KeysetPage:
+    """One keyset page of ORM rows, newest `moment` first, with the «Показать ещё» cursor of its
+    last row. `moment` and `ident` are the columns; rows carry them by name."""
+    from portal.extensions import db
+
+    if after is not None:
+        stmt = stmt.where(tuple_(moment, ident) < tuple_(*after))
+    rows = list(db.session.scalars(stmt.order_by(moment.desc(), ident.desc()).limit(limit + 1)))
+    if len(rows) <= limit:
+        return KeysetPage(rows, None)
+    rows = rows[:limit]
+    last = rows[-1]
+    return KeysetPage(rows, f"{getattr(last, moment.key).isoformat()}|{getattr(last, ident.key)}")
+
+
+def contains_ci(column: Any, text: str) -> Any:
+    """Case-insensitive substring match that also folds Cyrillic on SQLite (its LIKE folds ASCII only)."""
+    from portal.extensions import db
+
+    if db.session.get_bind().dialect.name == "postgresql":
+        escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        return column.ilike(f"%{escaped}%", escape="\\")
+    variants = {text, text.lower(), text.upper(), text.capitalize(), text.title()}
+    return or_(*(column.contains(v, autoescape=True) for v in variants))
+
+
+ROWS_PER_PAGE = (10, 30, 50)  # «Количество строк» of the lists paged by number
+
+
+def _positive(raw: Any, allowed: tuple[int, ...] | None, default: int, message: str) -> int:
+    text = str(raw or "").strip()
+    if not text:
+        return default
+    try:
+        value = int(text)
+    except ValueError:
+        raise FilterError(message) from None
+    if (allowed is not None and value not in allowed) or not 0 < value < 1_000_000:
+        raise FilterError(message)
+    return value
+
+
+def filter_paging(args: Mapping[str, Any]) -> tuple[int, int]:
+    """«Количество строк» (`rows`: 10, 30 or 50) and the page number (`page`) of a numbered list."""
+    per_page = _positive(
+        args.get("rows"), ROWS_PER_PAGE, ROWS_PER_PAGE[0], "Количество строк: 10, 30 или 50."
+    )
+    return per_page, _positive(args.get("page"), None, 1, "Некорректный номер страницы.")
+
+
+def page_count(total: int, per_page: int, page: int) -> tuple[int, int]:
+    """(the page to show — the last one when asked for a page beyond it —, how many pages)."""
+    pages = max(1, -(-total // per_page))
+    return min(page, pages), pages
 
 
 def filter_date(raw: str | None, default: date, label: str) -> date:

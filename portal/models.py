@@ -22,5 +22,6 @@ from portal.auth.models import ApiToken, LoginFailure, User  # noqa: F401
 from portal.exchange.models import JournalEntry, ServiceRun, WorkItem  # noqa: F401, E402
 from portal.vimis.models import Semd, SemdVersion  # noqa: F401, E402
 from portal.ers.models import ErsContract, ErsRequest  # noqa: F401, E402
+from portal.reports.models import ReportRun  # noqa: F401, E402
 from portal.iemk.models import IemkCase, IemkDocument, VisitReport  # noqa: F401, E402
 from portal.tfoms.models import IdentPackage, IdentRecord, PlanExport, PlanExportRecord  # noqa: F401, E402

@@ -28,6 +28,9 @@ Error codes other than 1204 (from the seed) are this stand-in's own; ФСС's li
 its noDataReason is given), 1302 СНИЛС not eleven digits, 1401 Талон 1 before 30 weeks (28 for a
 multiple pregnancy), 1501 unknown ЭРС number, 1502 ЭРС closed.
 
+With `FSS_STATE_FILE` in the host's config (`make run` sets one in the instance folder) the ЭРС it
+issued, with their talons and visits, survive a restart; otherwise it starts empty.
+
 Every answer is signed by ФСС's actor (http://eln.fss.ru/actor/fss/ca/1027739443236) and encrypted
 to the request's reply certificate; the settings break that for tests (`tamper_answers` changes
 the answer after signing, `sign_answers`/`encrypt_answers` false leave it out). Modes via
@@ -37,6 +40,7 @@ and then delays the answer.
 
 from __future__ import annotations
 
+import json
 import random
 import threading
 import time
@@ -45,7 +49,7 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
-from flask import Blueprint, Response, jsonify, request, url_for
+from flask import Blueprint, Response, current_app, jsonify, request, url_for
 from lxml import etree
 
 from portal.crypto import (
@@ -126,8 +130,28 @@ def _state() -> FssState:
     store = storage(NAME)
     with _state_lock:
         if "state" not in store:
-            store["state"] = FssState()
+            state = store["state"] = FssState()
+            path = _state_file()
+            if path is not None and path.is_file():  # the certificates issued before a restart
+                state.ers = json.loads(path.read_text(encoding="utf-8"))
         return store["state"]
+
+
+def _state_file() -> Path | None:
+    """Where the issued ЭРС are kept between starts (`FSS_STATE_FILE`; `make run` sets one)."""
+    raw = current_app.config.get("FSS_STATE_FILE")
+    return Path(raw) if raw else None
+
+
+def _save(state: FssState) -> None:
+    """Write the issued ЭРС (called under the state's lock), atomically."""
+    path = _state_file()
+    if path is None:
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_suffix(".tmp")
+    temporary.write_text(json.dumps(state.ers, ensure_ascii=False), encoding="utf-8")
+    temporary.replace(path)
 
 
 # --- reading the request ----------------------------------------------------------------------
@@ -374,6 +398,8 @@ def _process(
             errors = (_person_errors(person) if person is not None else []) + _ers_errors(
                 state, _text(payload, "e:registerChildrenInfo/e:ersNumber")
             )
+        if not errors:
+            _save(state)
     outcome["errors"] = errors
     return outcome
 

@@ -8,8 +8,10 @@ test on purpose: add a sample for it below.
 from __future__ import annotations
 
 import re
+import tempfile
 import uuid
 from datetime import date, timedelta
+from pathlib import Path
 
 from flask import url_for
 
@@ -26,8 +28,13 @@ SKIP_PREFIXES = ("api.",)  # the API authenticates by bearer token: tests/clinic
 
 def _certificate(mo_id: int) -> Certificate:
     cert = Certificate(
-        purpose="mo", mo_id=mo_id, subject="CN=Test", serial="1", valid_from=date.today() - timedelta(days=1),
-        valid_to=date.today() + timedelta(days=100), cert_pem="-----BEGIN CERTIFICATE-----\n-----END CERTIFICATE-----",
+        purpose="mo",
+        mo_id=mo_id,
+        subject="CN=Test",
+        serial="1",
+        valid_from=date.today() - timedelta(days=1),
+        valid_to=date.today() + timedelta(days=100),
+        cert_pem="-----BEGIN CERTIFICATE-----\n-----END CERTIFICATE-----",
     )
     db.session.add(cert)
     db.session.flush()
@@ -104,12 +111,49 @@ def _iemk_document(side):
     from tests import factories
 
     ensure_demo_certificate("iemk", "Тест: подпись документов ИЭМК")
-    event = factories.make_event(side.patients[0], "lab_blood", doctor_id=factories.make_staff(side.mo).id,
-                                 data={"hemoglobin_g_l": 118, "diagnosis": "Z34.0"})
+    event = factories.make_event(
+        side.patients[0],
+        "lab_blood",
+        doctor_id=factories.make_staff(side.mo).id,
+        data={"hemoglobin_g_l": 118, "diagnosis": "Z34.0"},
+    )
     ensure_documents([event.id])
     doc = db.session.scalars(db.select(IemkDocument).where(IemkDocument.event_id == event.id)).one()
     assert sign_documents([doc], side.users["doctor"]).signed == [doc]
     return doc
+
+
+def _ers_request(side):
+    """A processed «Обновить данные ЭРС» request of the side's МО, with both envelopes kept."""
+    from portal.ers.models import PROCESSED, ErsRequest
+
+    request = ErsRequest(
+        mo_id=side.mo.id,
+        patient_id=side.patients[0].id,
+        pregnancy_id=side.pregnancy.id,
+        method="getErsData",
+        info="Данные ЭРС",
+        status=PROCESSED,
+        request_xml="<Envelope/>",
+        answer_xml="<Envelope/>",
+        batch=str(uuid.uuid4()),
+    )
+    db.session.add(request)
+    db.session.flush()
+    return request
+
+
+def _report_run(side, folder):
+    """A finished ЭРС report of the side's МО with its file."""
+    from portal.reports.models import DONE, ReportRun
+
+    path = folder / f"report-{side.mo.id}.pdf"
+    path.write_bytes(b"%PDF-1.4\n%%EOF\n")
+    run = ReportRun(kind="ers_requests", title="Отчёт", params={}, user_id=side.users["ers_operator"].id,
+                    mo_id=side.mo.id, status=DONE, file_path=str(path))  # fmt: skip
+    db.session.add(run)
+    db.session.flush()
+    return run
 
 
 def _samples(region):
@@ -122,6 +166,9 @@ def _samples(region):
     ident_packages = {side: _ident_package(getattr(region, side)) for side in ("a", "b")}
     tfoms_packets = {side: _tfoms_packet(getattr(region, side)) for side in ("a", "b")}
     iemk_docs = {side: _iemk_document(getattr(region, side)) for side in ("a", "b")}
+    ers_requests = {side: _ers_request(getattr(region, side)) for side in ("a", "b")}
+    folder = Path(tempfile.mkdtemp(prefix="matrix-reports-"))
+    report_runs = {side: _report_run(getattr(region, side), folder) for side in ("a", "b")}
     db.session.commit()
     owned = {
         "patient_id": lambda s: s.patients[0].id,
@@ -135,8 +182,17 @@ def _samples(region):
         "package_id": lambda s: ident_packages["a" if s is region.a else "b"].id,
         "packet_id": lambda s: tfoms_packets["a" if s is region.a else "b"].id,
         "doc_id": lambda s: iemk_docs["a" if s is region.a else "b"].id,
+        "request_id": lambda s: ers_requests["a" if s is region.a else "b"].id,
+        "batch": lambda s: ers_requests["a" if s is region.a else "b"].batch,
+        "run_id": lambda s: report_runs["a" if s is region.a else "b"].id,
     }
-    shared = {"token_id": token.id, "key": "iemk", "number": 1, "local_uid": "00000000-0000-0000-0000-000000000000"}
+    shared = {
+        "token_id": token.id,
+        "key": "iemk",
+        "number": 1,
+        "local_uid": "00000000-0000-0000-0000-000000000000",
+        "which": "request",
+    }
     return owned, shared
 
 
@@ -155,7 +211,9 @@ def _url(app, rule, side, owned, shared):
         elif arg in shared:
             values[arg] = shared[arg]
         else:
-            raise AssertionError(f"{rule.rule}: no sample for argument «{arg}» — add it to tests/test_permissions.py")
+            raise AssertionError(
+                f"{rule.rule}: no sample for argument «{arg}» — add it to tests/test_permissions.py"
+            )
     with app.test_request_context():
         return url_for(rule.endpoint, **values)
 

@@ -30,6 +30,7 @@ from portal.clinical.hooks import StoredRecord, on_stored
 from portal.clinical.models import Mo, Staff
 from portal.dates import parse_date
 from portal.extensions import db
+from portal.filters import contains_ci
 from portal.models_base import utcnow
 
 
@@ -279,15 +280,6 @@ def mo_staff_counts(mo_id: int) -> dict[str, int]:
             db.select(Staff.category, func.count()).where(Staff.mo_id == mo_id).group_by(Staff.category)
         ).all()
     )
-
-
-def contains_ci(column: Any, text: str) -> Any:
-    """Case-insensitive substring match that also folds Cyrillic on SQLite (its LIKE folds ASCII only)."""
-    if db.session.get_bind().dialect.name == "postgresql":
-        escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-        return column.ilike(f"%{escaped}%", escape="\\")
-    variants = {text, text.lower(), text.upper(), text.capitalize(), text.title()}
-    return or_(*(column.contains(v, autoescape=True) for v in variants))
 
 
 # --- settings ---------------------------------------------------------------------------------

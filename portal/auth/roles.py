@@ -28,7 +28,12 @@ CAPABILITIES: dict[str, frozenset[str]] = {
     "vimis.view": frozenset({CENTRAL_ADMIN, MO_ADMIN, STATISTICIAN, DOCTOR}),
     # Staff of the МО fix the data and send again (seed 3.1.4); viewers are the same people.
     "vimis.send": frozenset({CENTRAL_ADMIN, MO_ADMIN, STATISTICIAN, DOCTOR}),
-    "ers.view": frozenset({CENTRAL_ADMIN, MO_ADMIN, DOCTOR, ERS_OPERATOR, ERS_ACCOUNTANT}),
+    # АИСТ_ЭРС (E-2): the МО's ЭРС staff and its administrator (who enters the contract, seed 1).
+    "ers.view": frozenset({CENTRAL_ADMIN, MO_ADMIN, ERS_OPERATOR, ERS_ACCOUNTANT}),
+    "ers.contract": frozenset({CENTRAL_ADMIN, MO_ADMIN, ERS_ACCOUNTANT}),
+    # «Запрос ЭРС», «Посещение», deleting a number, «Обновить данные ЭРС», completing personal data
+    "ers.request": frozenset({CENTRAL_ADMIN, ERS_OPERATOR}),
+    "ers.tickets": frozenset({CENTRAL_ADMIN, ERS_OPERATOR, ERS_ACCOUNTANT}),  # Талон 1, 2, 3-1, 3-2
     "iemk.view": frozenset({CENTRAL_ADMIN, MO_ADMIN, STATISTICIAN, DOCTOR}),
     "iemk.sign": frozenset({CENTRAL_ADMIN, MO_ADMIN, DOCTOR}),  # «Получить и подписать документы»
     "iemk.send": frozenset({CENTRAL_ADMIN, MO_ADMIN, STATISTICIAN, DOCTOR}),  # «Передать документ в ИЭМК»

@@ -1851,6 +1851,13 @@ def ensure_demo_keys() -> int:
     return sum(int(ensure_demo_certificate(purpose, name)) for purpose, name in DEMO_CERTIFICATES)
 
 
+def ensure_demo_ers_data() -> int:
+    """АИСТ_ЭРС of the demo МО: contracts with ФСС, signatures, the exchange switched on."""
+    from portal.ers.demo import ensure_demo_ers
+
+    return ensure_demo_ers([mo.source_id for mo in MOS], [spec[0] for spec in demo_user_specs()])
+
+
 DEMO_SIGNED_PER_MO = 15  # ИЭМК documents signed per demo МО: switching the integration on sends them
 
 
@@ -1896,6 +1903,7 @@ def demo_data_command(once: bool, scale: int, seed: int, patients: int | None) -
     """Создать (или обновить) демо-регион: МО, отделения, медработники, пациентки, события, пользователи."""
     if once and demo_loaded():
         ensure_demo_keys()
+        ensure_demo_ers_data()
         db.session.commit()
         click.echo("Демо-данные уже загружены")
         return
@@ -1913,6 +1921,7 @@ def demo_data_command(once: bool, scale: int, seed: int, patients: int | None) -
     users = ensure_demo_users(current_app.config["DEMO_PASSWORD"])
     token = ensure_demo_token(current_app.config["DEMO_API_TOKEN"])
     keys = ensure_demo_keys()
+    ers_contracts = ensure_demo_ers_data()
     db.session.commit()
     iemk_signed = ensure_demo_iemk()
 
@@ -1926,6 +1935,8 @@ def demo_data_command(once: bool, scale: int, seed: int, patients: int | None) -
                f"демо-сертификатов создано: {keys}.")
     click.echo(f"ТФОМС: обмен файлами и пакетами включён для демо-МО; отобрано для идентификации: {selected}.")
     click.echo(f"ИЭМК: подписано документов демо-врачами: {iemk_signed} (интеграция выключена — 0/2).")
+    click.echo(f"ФСС ЭРС: договоров с ФСС введено: {ers_contracts}; подписи МО, ЭРС-операторов и бухгалтера "
+               "созданы, обмен с ФСС включён.")
     click.echo("Логины и пароль: flask portal demo-logins")
 
 

@@ -38,7 +38,7 @@ class ErsChannel(Channel):
     name = "ers"
     title = "ФСС ЭРС"
     procedure = "ers"  # «Обмен с ФСС ЭРС» switched on for the МО
-    poll_seconds = 30
+    poll_seconds = 10  # ФСС processes in seconds; the operator waits for the number
     batch_size = 50
 
     def request(self, item: WorkItem) -> m.ErsRequest:
@@ -113,6 +113,8 @@ class ErsChannel(Channel):
                 operation=operation,
             )
         if status == m.PROCESSED:
+            if request.method == "getErsData":
+                return self._ers_data(request, result, operation)
             request.ers_number = result.get("ersNumber") or request.ers_number
             number = f", номер ЭРС {request.ers_number}" if request.ers_number else ""
             return Outcome.done(f"{request.info}: обработан ФСС{number}", operation=operation)
@@ -122,6 +124,34 @@ class ErsChannel(Channel):
         request.error_text = first.get("message") or result.get("errorText") or result.get("message")
         return Outcome.failed(
             client.error_text(result) or f"ФСС ответил статусом {status}", operation=operation
+        )
+
+    def _ers_data(self, request: m.ErsRequest, result: dict, operation: str) -> Outcome:
+        """getErsData: the woman's certificates at ФСС; the active one becomes her number."""
+        found = [
+            {
+                "number": str(data.get("ersNumber") or ""),
+                "status": str(data.get("ersStatus") or ""),
+                "registerDate": str(data.get("registerDate") or "")[:10] or None,
+                "orgName": data.get("orgName"),
+                "ogrn": data.get("ogrn"),
+                "tickets": [
+                    str(t.get("ticketType"))
+                    for t in ((data.get("tickets") or {}).get("storage") or [])
+                    if isinstance(t, dict)
+                ],
+            }
+            for data in result.get("ersData") or []
+            if isinstance(data, dict)
+        ]
+        active = next((f for f in found if f["status"] == "ACTIVE"), None)
+        request.result = {"found": active, "all": found}
+        request.ers_number = active["number"] if active else None
+        if active is None:
+            return Outcome.done(f"{request.info}: действующих ЭРС в ФСС нет", operation=operation)
+        return Outcome.done(
+            f"{request.info}: в ФСС есть ЭРС № {active['number']} ({active['orgName'] or active['ogrn']})",
+            operation=operation,
         )
 
     def on_outcome(self, item: WorkItem, entry: JournalEntry) -> None:

@@ -14,5 +14,5 @@ def exchange(mo_id: int | None = None) -> str:
 
 
 register_job(
-    "ers_exchange", "Обмен с ФСС ЭРС", exchange, interval_seconds=20, interval_config="JOB_ERS_SECONDS"
+    "ers_exchange", "Обмен с ФСС ЭРС", exchange, interval_seconds=10, interval_config="JOB_ERS_SECONDS"
 )

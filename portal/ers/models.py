@@ -94,7 +94,9 @@ class ErsRequest(TimestampMixin, db.Model):
     request_xml: Mapped[str | None] = mapped_column(Text)  # the envelope as signed (before encryption)
     answer_xml: Mapped[str | None] = mapped_column(Text)  # the last answer, decrypted
     fss_request_id: Mapped[str | None] = mapped_column(String(64), index=True)  # ФСС's requestId
-    ers_number: Mapped[str | None] = mapped_column(String(32))
+    ers_number: Mapped[str | None] = mapped_column(String(32))  # given, found or disabled by this request
+    result: Mapped[dict[str, Any] | None] = mapped_column(JSON)  # what ФСС's answer said (ersData …)
+    batch: Mapped[str | None] = mapped_column(String(36), index=True)  # «Обновить данные ЭРС» run
     error_code: Mapped[str | None] = mapped_column(String(16))
     error_text: Mapped[str | None] = mapped_column(Text)
     sent_at: Mapped[datetime | None] = mapped_column(DateTime)
@@ -112,4 +114,6 @@ class ErsRequest(TimestampMixin, db.Model):
         """ФСС's error as the seed shows it: «Код: 1204 Сообщение: …»."""
         if not (self.error_code or self.error_text):
             return None
-        return f"Код: {self.error_code or '—'} Сообщение: {self.error_text or ''}".strip()
+        if not self.error_code:  # refused before ФСС answered: our own words, no ФСС code
+            return self.error_text
+        return f"Код: {self.error_code} Сообщение: {self.error_text or ''}".strip()

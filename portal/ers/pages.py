@@ -14,16 +14,17 @@ from datetime import date, timedelta
 from typing import Any
 
 from sqlalchemy import func, or_, select
+from sqlalchemy.orm import defer, joinedload
 
 from portal.admin.audit import audit
 from portal.admin.models import Certificate
 from portal.auth.models import User
 from portal.clinical.models import Mo, Patient, Pregnancy
 from portal.ers import models as m
+from portal.ers.state import ErsState, number_column, states
 from portal.extensions import db
-from portal.filters import FilterError, filter_mo, patient_match
+from portal.filters import ROWS_PER_PAGE, FilterError, filter_mo, filter_paging, page_count, patient_match
 
-PER_PAGE = (10, 30, 50)  # «Количество строк»
 OUTCOME_DAYS = 90  # a pregnancy stays on the list this long after its outcome (Талон 2, Талон 3)
 MAX_QUERY = 100
 SORTS = ("fio", "birth", "snils", "ers")
@@ -36,19 +37,6 @@ SIGNER_LABELS = {"doctor": "ЭЦП врача", "mo": "ЭЦП МО", "accountant
 SESSION_KEY = "ers_signers"
 
 
-def _int_arg(raw: str | None, allowed: tuple[int, ...] | None, default: int, message: str) -> int:
-    raw = (raw or "").strip()
-    if not raw:
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise FilterError(message) from None
-    if (allowed is not None and value not in allowed) or value < 1:
-        raise FilterError(message)
-    return value
-
-
 @dataclass
 class PatientFilters:
     """The list as the URL carries it: mo (central only), q, sort, dir, rows, page."""
@@ -57,7 +45,7 @@ class PatientFilters:
     q: str = ""
     sort: str = "fio"
     descending: bool = False
-    per_page: int = PER_PAGE[0]
+    per_page: int = ROWS_PER_PAGE[0]
     page: int = 1
     own_mo: bool = False  # the user's own МО, not chosen: the URL does not carry it
 
@@ -71,8 +59,7 @@ class PatientFilters:
         direction = (args.get("dir") or "asc").strip()
         if direction not in ("asc", "desc"):
             raise FilterError(f"Неизвестный порядок сортировки «{direction}».")
-        per_page = _int_arg(args.get("rows"), PER_PAGE, PER_PAGE[0], "Количество строк: 10, 30 или 50.")
-        page = _int_arg(args.get("page"), None, 1, "Некорректный номер страницы.")
+        per_page, page = filter_paging(args)
         return cls(mo_id, q, sort, direction == "desc", per_page, page, own_mo=not user.is_central)
 
     def query_args(self, **changes: Any) -> dict[str, str]:
@@ -82,7 +69,7 @@ class PatientFilters:
             "q": self.q,
             "sort": None if self.sort == "fio" else self.sort,
             "dir": "desc" if self.descending else None,
-            "rows": None if self.per_page == PER_PAGE[0] else self.per_page,
+            "rows": None if self.per_page == ROWS_PER_PAGE[0] else self.per_page,
             "page": None if self.page == 1 else self.page,
         }
         values.update(changes)
@@ -102,6 +89,7 @@ class PatientRow:
     pregnancy: Pregnancy
     ers_number: str | None
     term: str  # «Текущий срок»
+    state: ErsState | None = None  # Талон 1, 2, 3-1, 3-2 and what is on its way
 
 
 @dataclass
@@ -114,21 +102,8 @@ class PatientPage:
 
 
 def _ers_number() -> Any:
-    """The newest ЭРС number ФСС gave the patient (createErs PROCESSED), as a correlated subquery."""
-    req = m.ErsRequest
-    return (
-        select(req.ers_number)
-        .where(
-            req.patient_id == Patient.id,
-            req.method == "createErs",
-            req.status == m.PROCESSED,
-            req.ers_number.is_not(None),
-        )
-        .order_by(req.id.desc())
-        .limit(1)
-        .correlate(Patient)
-        .scalar_subquery()
-    )
+    """The pregnancy's current ЭРС number (state.number_column), correlated to the row."""
+    return number_column(Pregnancy.id).correlate(Pregnancy)
 
 
 def _search(text: str) -> Any:
@@ -169,8 +144,7 @@ def patient_page(filters: PatientFilters, today: date | None = None) -> PatientP
         stmt = stmt.where(condition)
         count = count.join(Patient, Patient.id == Pregnancy.patient_id).where(condition)
     total = int(db.session.scalar(count) or 0)
-    pages = max(1, -(-total // filters.per_page))
-    page = min(filters.page, pages)
+    page, pages = page_count(total, filters.per_page, filters.page)
     keys: dict[str, list[Any]] = {
         "fio": [Patient.last_name, Patient.first_name, Patient.middle_name],
         "birth": [Patient.birth_date],
@@ -187,6 +161,9 @@ def patient_page(filters: PatientFilters, today: date | None = None) -> PatientP
         PatientRow(patient, pregnancy, number, pregnancy.gestational_age(today))
         for patient, pregnancy, number in db.session.execute(stmt)
     ]
+    found = states(row.pregnancy for row in rows)
+    for row in rows:
+        row.state = found[row.pregnancy.id]
     return PatientPage(rows, total, page, pages, filters.per_page)
 
 
@@ -281,3 +258,77 @@ def add_contract(mo: Mo, number: str, signed_on: date, ends_on: date, user: Any)
         user=user,
     )
     return contract
+
+
+# --- «Обновить данные ЭРС» (E-5) -----------------------------------------------------------------
+
+
+def current_pregnancies(mo_id: int, today: date | None = None) -> list[Pregnancy]:
+    """The pregnancies the list shows (its whole length, not one page)."""
+    current = _current_pregnancies(mo_id, today or date.today())
+    return list(
+        db.session.scalars(
+            select(Pregnancy).where(Pregnancy.id.in_(select(current.c.id))).order_by(Pregnancy.id)
+        )
+    )
+
+
+@dataclass
+class RefreshProgress:
+    batch: str
+    total: int
+    done: int
+    failed: list[m.ErsRequest]
+    changed: list[tuple[m.ErsRequest, str | None]]  # (request, the number before) for new numbers
+    cleared: list[m.ErsRequest]  # numbers ФСС no longer holds as active
+
+    @property
+    def finished(self) -> bool:
+        return self.done >= self.total
+
+    @property
+    def percent(self) -> int:
+        return int(100 * self.done / self.total) if self.total else 100
+
+
+def refresh_progress(batch: str, mo_id: int | None) -> RefreshProgress | None:
+    """How far a run of «Обновить данные ЭРС» is and, once every answer is in, what it changed;
+    None for an unknown run (or one of another МО when `mo_id` is given). Polled every 2 s:
+    counts while it runs, a fixed number of queries at the end."""
+    req = m.ErsRequest
+    head = db.session.execute(
+        select(
+            func.min(req.id),
+            func.min(req.mo_id),
+            func.count(),
+            func.count().filter(req.status.in_(m.IN_FLIGHT)),
+        ).where(req.batch == batch)
+    ).one()
+    first_id, batch_mo, total, waiting = head
+    if not total or (mo_id is not None and batch_mo != mo_id):
+        return None
+    progress = RefreshProgress(batch, total, total - waiting, [], [], [])
+    if waiting:
+        return progress
+    rows = list(
+        db.session.scalars(
+            select(req)
+            .options(defer(req.request_xml), defer(req.answer_xml), joinedload(req.patient))
+            .where(req.batch == batch)
+            .order_by(req.id)
+        )
+    )
+    pregnancies = db.session.scalars(
+        select(Pregnancy).where(Pregnancy.id.in_({r.pregnancy_id for r in rows}))
+    )
+    before = states(pregnancies, before_id=first_id)  # each woman's state before the run
+    for request in rows:
+        found = before.get(request.pregnancy_id)  # a request made without a pregnancy has no before
+        old = found.number if found else None
+        if request.status != m.PROCESSED:
+            progress.failed.append(request)
+        elif request.ers_number and request.ers_number != old:
+            progress.changed.append((request, old))
+        elif old and not request.ers_number:
+            progress.cleared.append(request)
+    return progress

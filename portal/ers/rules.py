@@ -65,18 +65,22 @@ def contract_errors(number: str, signed_on: date | None, ends_on: date | None) -
 
 
 def missing_personal_data(patient: Patient) -> list[str]:
-    """The personal data ФСС needs for any request, each missing field named (E-11)."""
+    """The personal data ФСС needs for any request, each missing field named (E-11, seed
+    «Типичные ошибки»: фамилия, имя, тип документа ОМС, полис, документ, дата выдачи, кем выдан,
+    дата рождения, адрес места жительства, СНИЛС; отчество only when she has one)."""
     missing = []
     for value, label in (
         (patient.last_name, "фамилия"),
         (patient.first_name, "имя"),
-        (patient.birth_date, "дата рождения"),
-        (patient.snils, "СНИЛС"),
-        (patient.policy_number or patient.enp, "полис ОМС"),
+        (patient.policy_kind or patient.enp, "тип документа ОМС"),
+        (patient.enp or patient.policy_number, "номер полиса ОМС"),
         (patient.document_kind, "вид документа, удостоверяющего личность"),
         (patient.document_number, "номер документа, удостоверяющего личность"),
         (patient.document_issued_on, "дата выдачи документа"),
-        (patient.registration_address or patient.residence_address, "адрес проживания"),
+        (patient.document_issuer, "кем выдан документ"),
+        (patient.birth_date, "дата рождения"),
+        (patient.residence_address or patient.registration_address, "адрес места жительства"),
+        (patient.snils, "СНИЛС"),
     ):
         if value is None or (isinstance(value, str) and not value.strip()):
             missing.append(label)

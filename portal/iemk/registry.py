@@ -17,7 +17,7 @@ from typing import Any
 from flask import abort
 from lxml import etree
 from markupsafe import Markup, escape
-from sqlalchemy import func, select, tuple_
+from sqlalchemy import func, select
 from sqlalchemy.orm import defer, joinedload
 
 from portal.auth.scoping import scoped
@@ -25,9 +25,11 @@ from portal.clinical.models import Mo, Patient
 from portal.extensions import db
 from portal.filters import (  # noqa: F401  (FilterError: routes)
     FilterError,
+    KeysetPage,
     filter_date,
     filter_mo,
     filter_period,
+    newest_first,
     parse_cursor,
     parse_id,
     patient_match,
@@ -141,26 +143,13 @@ def _listed() -> Any:
     )
 
 
-@dataclass
-class DocumentPage:
-    rows: list[m.IemkDocument]
-    next_cursor: str | None  # «Показать ещё»: "event_at-iso|id" of the last row, None at the end
-
-
 def document_page(
     filters: DocumentFilters, user: Any, after: tuple[datetime, int] | None = None, limit: int = 50
-) -> DocumentPage:
+) -> KeysetPage:
     """One page of documents, newest event first."""
     doc = m.IemkDocument
     stmt = _filtered(_listed(), filters, user)
-    if after is not None:
-        stmt = stmt.where(tuple_(doc.event_at, doc.id) < tuple_(*after))
-    rows = list(db.session.scalars(stmt.order_by(doc.event_at.desc(), doc.id.desc()).limit(limit + 1)))
-    cursor = None
-    if len(rows) > limit:
-        rows = rows[:limit]
-        cursor = f"{rows[-1].event_at.isoformat()}|{rows[-1].id}"
-    return DocumentPage(rows, cursor)
+    return newest_first(stmt, doc.event_at, doc.id, after, limit)
 
 
 def status_counts(filters: DocumentFilters, user: Any) -> dict[str, int]:

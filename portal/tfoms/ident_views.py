@@ -21,13 +21,14 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import joinedload
 
 from portal.admin.registry import SettingDef, register_setting
-from portal.admin.services import contains_ci, get_setting
+from portal.admin.services import get_setting
 from portal.auth.access import requires
 from portal.auth.scoping import filter_mo_id, may_see_mo, mo_choices, scoped
 from portal.clinical.models import Mo, Patient
 from portal.dates import parse_date
 from portal.exchange.runs import recording
 from portal.extensions import db
+from portal.filters import contains_ci
 from portal.tfoms import bp, ident
 from portal.tfoms.files import max_upload_bytes
 from portal.tfoms.models import CASE_TYPES, IDENT_REASONS, IDENT_STATUSES, IdentPackage, IdentRecord

@@ -19,15 +19,15 @@ from typing import Any
 
 from flask import abort, flash, redirect, render_template, request, url_for
 from flask_login import current_user
-from sqlalchemy import func, select, tuple_
+from sqlalchemy import func, select
 from sqlalchemy.orm import joinedload
 
-from portal.admin.services import contains_ci
 from portal.auth.access import requires
 from portal.auth.scoping import filter_mo_id, mo_choices, scoped
 from portal.clinical.models import BED_PROFILE_NAMES, Mo
 from portal.dates import parse_date
 from portal.extensions import db
+from portal.filters import contains_ci, newest_first
 from portal.fragments import hx_target
 from portal.journal.services import packet_lines
 from portal.models_base import utcnow
@@ -204,12 +204,6 @@ def _filtered(stmt, filters: PacketFilters, *, with_status: bool = True):
     return stmt
 
 
-@dataclass
-class PacketPage:
-    rows: list[TfomsPacket]
-    next_cursor: str | None
-
-
 def _parse_cursor(raw: str | None) -> tuple[datetime, int] | None:
     if not raw:
         return None
@@ -224,14 +218,7 @@ def packet_page(filters: PacketFilters, after: tuple[datetime, int] | None = Non
     """Packets newest first, keyset-paged by (created_at, id)."""
     p = TfomsPacket
     stmt = _filtered(select(p).options(joinedload(p.mo)), filters)
-    if after is not None:
-        stmt = stmt.where(tuple_(p.created_at, p.id) < tuple_(*after))
-    rows = list(db.session.scalars(stmt.order_by(p.created_at.desc(), p.id.desc()).limit(limit + 1)))
-    cursor = None
-    if len(rows) > limit:
-        rows = rows[:limit]
-        cursor = f"{rows[-1].created_at.isoformat()}|{rows[-1].id}"
-    return PacketPage(rows, cursor)
+    return newest_first(stmt, p.created_at, p.id, after, limit)
 
 
 def status_counts(filters: PacketFilters) -> dict[str, int]:

@@ -1,7 +1,9 @@
-// Confirmation for plain forms that are destructive (htmx forms use hx-confirm).
+// Confirmation for plain forms that are destructive (htmx forms use hx-confirm): the form's own
+// data-confirm, or that of the button that submitted it (one form, several actions).
 document.addEventListener("submit", function (event) {
   var form = event.target;
-  var question = form.getAttribute("data-confirm");
+  var button = event.submitter;
+  var question = (button && button.getAttribute("data-confirm")) || form.getAttribute("data-confirm");
   if (question && !window.confirm(question)) {
     event.preventDefault();
   }
@@ -104,4 +106,30 @@ document.addEventListener("htmx:load", function (event) {
 // «Печать» buttons.
 document.addEventListener("click", function (event) {
   if (event.target.closest && event.target.closest("[data-print]")) window.print();
+});
+
+// An htmx request the server refused (4xx/5xx) swaps nothing; its Russian message (the error box
+// of errors/_error.html) is shown at the top of the page instead of failing silently.
+document.addEventListener("htmx:responseError", function (event) {
+  var area = document.getElementById("htmx-errors");
+  var xhr = event.detail.xhr;
+  if (!area || !xhr) return;
+  var holder = document.createElement("div");
+  holder.innerHTML = xhr.responseText || "";
+  var box = holder.querySelector(".error-box");
+  var text = box ? box.textContent.replace(/\s+/g, " ").trim() : "Запрос не выполнен (ошибка " + xhr.status + ").";
+  var note = document.createElement("div");
+  note.className = "flash flash-error";
+  note.setAttribute("role", "alert");
+  note.textContent = text;
+  area.replaceChildren(note);
+});
+document.addEventListener("htmx:sendError", function () {
+  var area = document.getElementById("htmx-errors");
+  if (!area) return;
+  var note = document.createElement("div");
+  note.className = "flash flash-error";
+  note.setAttribute("role", "alert");
+  note.textContent = "Портал не отвечает: проверьте соединение и повторите.";
+  area.replaceChildren(note);
 });

@@ -373,3 +373,39 @@ def test_control_endpoints_refuse_bad_input(sims):
     }
     contracts = requests.get(f"{sims}/fss/_contracts", timeout=5).json()
     assert contracts[0]["number"] == "14" and contracts[0]["date"] == "2021-12-31"
+
+
+def _host(state_file) -> tuple[object, str]:
+    server, base_url = start_simulators(0, config={"FSS_STATE_FILE": str(state_file)})
+    requests.post(f"{base_url}/fss/_settings", json={"result_delay": 0}, timeout=5)
+    requests.post(
+        f"{base_url}/fss/_contracts",
+        json={
+            "ogrn": OGRN,
+            "number": "14",
+            "date": "2021-12-31",
+            "ends": (TODAY + timedelta(days=30)).isoformat(),
+        },
+        timeout=5,
+    )
+    return server, base_url
+
+
+def test_issued_certificates_survive_a_restart_with_a_state_file(tmp_path):
+    state_file = tmp_path / "fss_ers.json"
+    server, base_url = _host(state_file)
+    try:
+        number = _create(base_url, requests.get(f"{base_url}/fss/_certificate", timeout=5).text)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert number in state_file.read_text(encoding="utf-8")
+
+    server, base_url = _host(state_file)  # a new key, the same memory of issued ЭРС
+    try:
+        cert = requests.get(f"{base_url}/fss/_certificate", timeout=5).text
+        found = _call(base_url, cert, "getErsData", params={"snils": "15135820937"})
+        assert [_t(data, "ersNumber") for data in found.findall(f"{{{ERS}}}ersData")] == [number]
+    finally:
+        server.shutdown()
+        server.server_close()

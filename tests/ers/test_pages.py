@@ -9,6 +9,7 @@ from datetime import date, timedelta
 from lxml import html
 
 from portal.admin.models import AuditLog, Certificate
+from portal.clinical.models import Pregnancy
 from portal.ers.models import PROCESSED, QUEUED, ErsContract, ErsRequest
 from portal.ers.rules import contract_refusal
 from portal.extensions import db
@@ -50,9 +51,13 @@ def add_certificate(
 
 
 def add_ers(patient, number: str | None, status: str = PROCESSED, method: str = "createErs") -> ErsRequest:
+    pregnancy_id = db.session.scalar(
+        db.select(db.func.max(Pregnancy.id)).where(Pregnancy.patient_id == patient.id)
+    )
     request = ErsRequest(
         mo_id=patient.mo_id,
         patient_id=patient.id,
+        pregnancy_id=pregnancy_id,
         method=method,
         info="Запрос ЭРС",
         status=status,
@@ -93,7 +98,11 @@ def text(page: str) -> str:
 
 
 def test_without_a_contract_the_page_asks_for_it(client, region):
-    login(client, region.a.users["ers_operator"])
+    login(client, region.a.users["ers_operator"])  # may not enter it: told whom to ask
+    shown = text(client.get("/ers/").get_data(as_text=True))
+    assert "Договор МО с ФСС не введён" in shown and "Введите номер договора с ФСС:" not in shown
+
+    login(client, region.a.users["ers_accountant"])
     response = client.get("/ers/")
     assert response.status_code == 200
     shown = text(response.get_data(as_text=True))
@@ -109,7 +118,7 @@ def test_without_a_contract_the_page_asks_for_it(client, region):
 
 
 def test_contract_form_names_each_wrong_field(client, region):
-    login(client, region.a.users["ers_operator"])
+    login(client, region.a.users["ers_accountant"])
     token = csrf_token(client, "/ers/")
     response = client.post(
         "/ers/contract", data={"csrf_token": token, "number": " ", "signed_on": "", "ends_on": "32.13.2026"}
@@ -241,7 +250,7 @@ def test_list_shows_the_seed_columns_for_current_pregnancies(client, region):
     add_ers(with_ers, "8000010452")
     add_ers(with_ers, "8000010459")  # the newest processed number wins
     add_ers(with_ers, None, status=QUEUED)
-    add_ers(with_ers, "9999999999", method="getErsData")
+    add_ers(with_ers, "9999999999", status="PROCESSING_ERROR")  # refused: not her number
     pregnant(mo, "Громова", outcome="birth", outcome_on=TODAY - timedelta(days=10))
     pregnant(mo, "Давняя", outcome="birth", outcome_on=TODAY - timedelta(days=91))
     factories.make_patient(mo, last_name="Небеременная")
@@ -263,11 +272,11 @@ def test_list_shows_the_seed_columns_for_current_pregnancies(client, region):
     assert rows["Васильева"] == [
         "Подробнее", with_ers.full_name, "12.11.1989",
         f"{with_ers.snils[0:3]}-{with_ers.snils[3:6]}-{with_ers.snils[6:9]} {with_ers.snils[9:]}",
-        with_ers.policy_number, "8000010459", "Нет", "Нет", "Нет", "Нет", "17 недель 6 дней",
+        with_ers.policy_number, "8000010459 (запрос в ФСС)", "Нет", "Нет", "Нет", "Нет", "17 недель 6 дней",
     ]  # fmt: skip
     assert rows["Громова"][5] == "Нет"
     assert rows["Громова"][10].startswith("после родоразрешения в ")
-    link = tree.xpath(f'//a[@href="/clinical/patients/{with_ers.id}"]')
+    link = tree.xpath(f'//a[@href="/ers/patients/{with_ers.id}"]')
     assert [a.text_content() for a in link] == ["Подробнее"]
 
 
@@ -360,6 +369,7 @@ def test_mo_user_sees_only_their_mo_whatever_the_url_says(client, region):
     page = client.get(f"/ers/?mo={region.b.mo.id}").get_data(as_text=True)
     assert "Договор № A-1" in text(page) and "B-2" not in text(page)
     assert surnames(page) == [region.a.patients[0].last_name]
+    login(client, region.a.users["ers_accountant"])
     token = csrf_token(client, "/ers/")
     client.post("/ers/contract", data={"csrf_token": token, "mo": region.b.mo.id, "number": "X",
                                        "signed_on": "01.01.2026", "ends_on": "01.01.2099"})  # fmt: skip
@@ -418,3 +428,7 @@ def test_accountant_sees_contract_and_list_statistician_is_refused(client, regio
     token = csrf_token(client)
     assert client.post("/ers/contract", data={"csrf_token": token, "number": "1"}).status_code == 403
     assert client.post("/ers/signatures", data={"csrf_token": token}).status_code == 403
+
+    login(client, region.a.users["ers_operator"])  # makes requests, but the contract is not theirs
+    token = csrf_token(client, "/ers/")
+    assert client.post("/ers/contract", data={"csrf_token": token, "number": "1"}).status_code == 403

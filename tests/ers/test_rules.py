@@ -68,19 +68,23 @@ def test_missing_personal_data_is_named_field_by_field(app):
         policy_number=None,
         enp=None,
         document_issued_on=None,
+        document_issuer="",
         registration_address=None,
         residence_address=" ",
     )
     assert rules.missing_personal_data(patient) == [
-        "СНИЛС",
-        "полис ОМС",
+        "номер полиса ОМС",
         "дата выдачи документа",
-        "адрес проживания",
+        "кем выдан документ",
+        "адрес места жительства",
+        "СНИЛС",
     ]
     assert rules.personal_data_refusal(patient) == (
-        f"У пациентки {patient.full_name} не заполнено: СНИЛС, полис ОМС, дата выдачи документа, "
-        "адрес проживания. Дополните данные в карточке"
+        f"У пациентки {patient.full_name} не заполнено: номер полиса ОМС, дата выдачи документа, "
+        "кем выдан документ, адрес места жительства, СНИЛС. Дополните данные в карточке"
     )
+    patient.policy_kind = None
+    assert rules.missing_personal_data(patient)[0] == "тип документа ОМС"
 
 
 @pytest.mark.parametrize(
