@@ -97,6 +97,7 @@ class ErsRequest(TimestampMixin, db.Model):
     ers_number: Mapped[str | None] = mapped_column(String(32))  # given, found or disabled by this request
     result: Mapped[dict[str, Any] | None] = mapped_column(JSON)  # what ФСС's answer said (ersData …)
     batch: Mapped[str | None] = mapped_column(String(36), index=True)  # «Обновить данные ЭРС» run
+    visits_added: Mapped[int] = mapped_column(default=0, server_default="0")  # the report's «Посещения»
     error_code: Mapped[str | None] = mapped_column(String(16))
     error_text: Mapped[str | None] = mapped_column(Text)
     sent_at: Mapped[datetime | None] = mapped_column(DateTime)

@@ -7,14 +7,14 @@ What is counted:
 * «Данные с ФСС» — what ФСС accepted (status PROCESSED), by the date of its answer (`answered_at`).
 
 Columns: ЭРС = createErs, Посещения = putVisit, Т1 / Т2 / Т3 = putTicket1 / putTicket2 / putTicket3
-(Т3 counts both parts, 3-1 and 3-2). A row counts requests, one per request (a putVisit request
-is one «Посещения» whatever number of visits it carried). Other methods (getErsData, disableErs,
-getResultById …) are not in the report.
+(Т3 counts both parts, 3-1 and 3-2). «Посещения» counts the visits added: a putVisit request
+carries one per chosen exam (`visits_added`), a cancellation adds none; the other columns count
+requests. Other methods (getErsData, disableErs, getResultById …) are not in the report.
 
 Grouping: «М.О.» by the request's МО; «Врачи» by the user who made the request (named as their
 staff record when the account is linked to one, else by the account's name); «Пациенты» by
 patient; «Реестр» lists the requests one per row (date and time, МО, patient, method, status) with
-the counts as 0/1. Granularity «Годы» / «Месяцы» / «Дни» gives the period of a grouped row; the
+their counts. Granularity «Годы» / «Месяцы» / «Дни» gives the period of a grouped row; the
 period tree offers the years, months and days that have data in the user's scope, and the
 periods ticked there (any mix) limit the report to their union; none ticked means all.
 
@@ -246,7 +246,8 @@ def _search(filters: ReportFilters) -> list[Any]:
 def _counts(aggregate: bool) -> list[Any]:
     columns = []
     for key, method, _ in COUNTS:
-        flag = case((ErsRequest.method == method, 1), else_=0)
+        amount = ErsRequest.visits_added if method == "putVisit" else 1
+        flag = case((ErsRequest.method == method, amount), else_=0)
         columns.append((func.sum(flag) if aggregate else flag).label(key))
     return columns
 

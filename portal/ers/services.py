@@ -11,7 +11,7 @@ from portal.clinical.models import ClinicalEvent, Mo, Patient, Pregnancy
 from portal.ers import models as m
 from portal.ers import payloads
 from portal.ers.rules import contract_refusal, current_contract, personal_data_refusal, ticket1_refusal
-from portal.ers.state import ErsState, state
+from portal.ers.state import ErsState, state, visit_actions
 from portal.exchange.delivery import enqueue, journal
 from portal.extensions import db
 
@@ -102,6 +102,7 @@ def _keep(
         ers_number=ers_number,
         batch=batch,
     )
+    request.visits_added = sum(action == "ADD" for _, action in visit_actions(request))
     db.session.add(request)
     db.session.flush()
     enqueue(CHANNEL, "ers_request", request.id, mo.id)

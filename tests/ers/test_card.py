@@ -98,6 +98,14 @@ def _number(client, patient) -> str:
     return _text(_card(client, patient).get_element_by_id("ers-number"))
 
 
+def _reported_visits(client) -> str:
+    """«Посещения» in «Итого» of the report of what ФСС accepted."""
+    report = html.fromstring(client.get("/ers/report", query_string={"source": "fss"}).get_data(as_text=True))
+    headings = [_text(th) for th in report.xpath('//table[contains(@class, "ers-report")]/thead//th')]
+    totals = [_text(th) for th in report.xpath('//table[contains(@class, "ers-report")]/tfoot//th')]
+    return totals[headings.index("Посещения") - len(headings)]  # «Итого» spans the first cells
+
+
 def test_card_shows_the_seed_sections_and_columns(client, woman):
     patient, pregnancy, exams, operator, _ = woman
     login(client, operator)
@@ -151,6 +159,7 @@ def test_request_ers_then_visits_ticket1_and_deleting_the_number(client, woman, 
     # visits: the chosen repeat exams go; sent again they are refused; cancelled, sent again
     assert _press(client, patient, "visit", token, exam=[exams[20].id, exams[31].id]).status_code == 303
     _deliver()
+    assert _reported_visits(client) == "2"  # the report counts visits, not requests
     rows = _card(client, patient).xpath('//table[@id="ers-repeat"]/tbody/tr')
     assert [_text(r.xpath("td")[1]) for r in rows] == ["Да (посещение)", "Да (посещение)"]
     again = _press(client, patient, "visit", token, exam=exams[20].id)
@@ -164,6 +173,7 @@ def test_request_ers_then_visits_ticket1_and_deleting_the_number(client, woman, 
     _deliver()
     held = requests.get(f"{sims}/fss/_requests", timeout=5).json()
     assert [r["method"] for r in held if r["method"] == "putVisit"] == ["putVisit"] * 3
+    assert _reported_visits(client) == "3"  # 2 + 1 added; the cancellation adds none
 
     # Талон 1: the 20-week exam is refused with the seed's words; the accountant must sign
     early = _press(client, patient, "ticket1", token, exam=exams[20].id)

@@ -44,7 +44,7 @@ def app(request, tmp_path):
         db.engine.dispose()
 
 
-def add(mo, method, *, sent=None, answered=None, status=PROCESSED, patient=None, user=None, data=None):
+def add(mo, method, *, sent=None, answered=None, status=PROCESSED, patient=None, user=None, data=None, visits=1):
     request = ErsRequest(
         mo_id=mo.id,
         patient_id=patient.id if patient else None,
@@ -55,6 +55,7 @@ def add(mo, method, *, sent=None, answered=None, status=PROCESSED, patient=None,
         data=data or {},
         sent_at=sent,
         answered_at=answered,
+        visits_added=visits if method == "putVisit" else 0,
     )
     db.session.add(request)
     return request
@@ -97,7 +98,7 @@ def data(region):
         answered=mar + timedelta(hours=2),
         patient=p1,
         user=doctor_user,
-        data={"visits": [{"visitAction": "ADD"}]},
+        visits=2,  # two exams in one «Посещение»: two visits, one request
     )
     add(
         a.mo,
@@ -154,16 +155,16 @@ def test_sent_requests_per_mo_by_year_month_and_day(client, data):
     page = get(client)
     assert TITLE in text(page)
     expected = sorted(
-        [["2024", a, "1", "2", "1", "0", "0"], ["2024", b, "2", "0", "0", "0", "0"]], key=lambda r: r[1]
+        [["2024", a, "1", "3", "1", "0", "0"], ["2024", b, "2", "0", "0", "0", "0"]], key=lambda r: r[1]
     )
     assert rows(page) == expected + [["2025", a, "0", "0", "0", "0", "1"]]
-    assert totals_row(page) == ["Итого", "3", "2", "1", "0", "1"]
+    assert totals_row(page) == ["Итого", "3", "3", "1", "0", "1"]
 
     by_month = rows(get(client, grain="month", mo=data.a.mo.id))
-    assert by_month == [["2024-03", a, "1", "2", "1", "0", "0"], ["2025-01", a, "0", "0", "0", "0", "1"]]
+    assert by_month == [["2024-03", a, "1", "3", "1", "0", "0"], ["2025-01", a, "0", "0", "0", "0", "1"]]
     by_day = rows(get(client, grain="day", mo=data.a.mo.id))
     assert by_day == [
-        ["2024-03-05", a, "1", "1", "0", "0", "0"],
+        ["2024-03-05", a, "1", "2", "0", "0", "0"],
         ["2024-03-06", a, "0", "1", "1", "0", "0"],
         ["2025-01-10", a, "0", "0", "0", "0", "1"],
     ]
@@ -175,7 +176,7 @@ def test_data_from_fss_counts_processed_by_answer_date(client, data):
     by_month = rows(get(client, source="fss", grain="month", mo=data.a.mo.id))
     # the Т1 with a processing error is not counted; the visit answered on 1 April is April's
     assert by_month == [
-        ["2024-03", a, "1", "1", "0", "0", "0"],
+        ["2024-03", a, "1", "2", "0", "0", "0"],
         ["2024-04", a, "0", "1", "0", "0", "0"],
         ["2025-01", a, "0", "0", "0", "0", "1"],
     ]
@@ -188,12 +189,12 @@ def test_doctors_patients_and_registry(client, data):
     doctors = rows(get(client, group="doctor"))
     assert doctors == [
         ["2024", data.a.users["ers_accountant"].full_name, "0", "1", "1", "0", "0"],
-        ["2024", "Смирнова Ольга Михайловна", "1", "1", "0", "0", "0"],
+        ["2024", "Смирнова Ольга Михайловна", "1", "2", "0", "0", "0"],
         ["2025", "Смирнова Ольга Михайловна", "0", "0", "0", "0", "1"],
     ]
     patients = rows(get(client, group="patient"))
     assert patients == [
-        ["2024", "Иванова Мария Петровна", "1", "1", "0", "0", "0"],
+        ["2024", "Иванова Мария Петровна", "1", "2", "0", "0", "0"],
         ["2024", "Петрова Анна Петровна", "0", "1", "1", "0", "0"],
         ["2025", "Иванова Мария Петровна", "0", "0", "0", "0", "1"],
     ]
@@ -212,7 +213,7 @@ def test_doctors_patients_and_registry(client, data):
             "0",
             "0",
         ],
-        ["05.03.2024 12:00", mo, "Иванова Мария Петровна", "Посещение", "Обработан", "0", "1", "0", "0", "0"],
+        ["05.03.2024 12:00", mo, "Иванова Мария Петровна", "Посещение", "Обработан", "0", "2", "0", "0", "0"],
         ["01.04.2024 09:00", mo, "Петрова Анна Петровна", "Посещение", "Обработан", "0", "1", "0", "0", "0"],
         ["11.01.2025 00:00", mo, "Иванова Мария Петровна", "Талон 3", "Обработан", "0", "0", "0", "0", "1"],
     ]
