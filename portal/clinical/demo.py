@@ -1761,11 +1761,12 @@ def ensure_demo_users(password: str) -> int:
         user = User(login=login, role=role, mo_id=mo.id, full_name=f"{ROLES[role]} ({mo.short_name})")
         if login == "admin":
             user.full_name = "Администратор ЦОД"
-        if role == DOCTOR:
+        if role in (DOCTOR, ERS_OPERATOR):  # the ЭРС operator is the doctor: signs as the doctor too
             doctor = staff.get(doctors.get(n, ""))
             if doctor is not None:
                 user.staff_id = doctor.id
-                user.full_name = doctor.full_name
+                if role == DOCTOR:
+                    user.full_name = doctor.full_name
         user.password_hash = template.password_hash
         db.session.add(user)
         created += 1

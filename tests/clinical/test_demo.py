@@ -11,6 +11,7 @@ from types import SimpleNamespace
 
 import pytest
 
+from portal.admin.models import Certificate
 from portal.auth.models import ApiToken, User, hash_token
 from portal.clinical.demo import MOS, demo_records
 from portal.clinical.identifiers import enp_is_valid, snils_is_valid
@@ -242,7 +243,7 @@ def test_once_does_nothing_when_the_region_is_there(app):
     run(app, "demo-data", "--once", *SMALL)
     first = counts()
     assert first["Patient"] == 60
-    db.session.execute(db.delete(User).where(User.login == "mo3-ers"))
+    db.session.execute(db.delete(User).where(User.login == "mo3-admin"))
     db.session.commit()
     result = run(app, "demo-data", "--once", *SMALL)
     assert "Демо-данные уже загружены" in result.output
@@ -262,6 +263,11 @@ def test_demo_users_and_token(app):
         assert doctor.role == "doctor" and doctor.mo.short_name == mo.short_name
         assert doctor.staff is not None and doctor.staff.mo_id == doctor.mo_id
         assert doctor.staff.position == "врач-акушер-гинеколог" and doctor.full_name == doctor.staff.full_name
+        operator = users[f"mo{mo.n}-ers"]  # the ЭРС operator is that doctor and has the doctor's ЭЦП
+        assert operator.staff_id == doctor.staff_id and operator.staff.snils
+        assert db.session.scalar(
+            db.select(Certificate.id).where(Certificate.purpose == "doctor", Certificate.user_id == operator.id)
+        )
     assert {u.role for u in users.values()} >= {"statistician", "ers_accountant"}
     for login_name in ("admin", "mo1-doctor", "mo2-stat", "mo2-ers-buh", "mo7-ers", "mo5-admin"):
         assert users[login_name].check_password(app.config["DEMO_PASSWORD"])

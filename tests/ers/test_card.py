@@ -333,6 +333,33 @@ def test_refresh_finds_a_certificate_issued_in_another_mo(client, woman, contrac
     assert _number(client, patient) == issued
 
 
+def test_an_operator_who_is_the_doctor_signs_as_the_doctor_and_the_mo(client, woman, contract, sims):  # noqa: F811
+    """As in the demo: the ЭРС operator's account is linked to a doctor with a СНИЛС, so ФСС
+    gets the doctor's signature (actor with the МО's ОГРН and the doctor's СНИЛС) beside the МО's."""
+    patient, pregnancy, exams, operator, accountant = woman
+    doctor = factories.make_staff(patient.mo)
+    operator.staff_id = doctor.id
+    ensure_demo_certificate("doctor", "Смирнова О. М.: ЭЦП врача", patient.mo_id, operator.id)
+    db.session.commit()
+    login(client, operator)
+    mine = db.select(Certificate).where(Certificate.mo_id == patient.mo_id)
+    certs = {c.purpose: c.id for c in db.session.scalars(mine)}
+    token = csrf_token(client, f"/ers/patients/{patient.id}")
+    chosen = {"csrf_token": token, "sign_doctor": certs["doctor"], "sign_mo": certs["mo"]}
+    assert client.post("/ers/signatures", data=chosen).status_code in (200, 303)
+
+    assert _press(client, patient, "ers", token, exam=exams["primary"].id).status_code == 303
+    _deliver()
+    assert _number(client, patient).isdigit()
+    held = requests.get(f"{sims}/fss/_requests", timeout=5).json()
+    created = [r for r in held if r["method"] == "createErs"]
+    assert len(created) == 1 and created[0]["status"] == "PROCESSED"
+    assert created[0]["signers"] == [
+        f"http://eln.fss.ru/actor/doc/{patient.mo.ogrn}_{doctor.snils}",
+        f"http://eln.fss.ru/actor/mo/{patient.mo.ogrn}",
+    ]
+
+
 def _choose_signatures_for(client, patient, mo_id):
     cert = db.session.scalars(
         db.select(Certificate).where(Certificate.purpose == "mo", Certificate.mo_id == mo_id)
