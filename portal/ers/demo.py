@@ -55,7 +55,7 @@ def ensure_demo_ers(mo_source_ids: list[str], user_logins: list[str]) -> int:
         if user.role == ERS_ACCOUNTANT:
             ensure_demo_certificate("accountant", f"{user.full_name}: ЭЦП бухгалтера", user.mo_id, user.id)
         elif user.staff is not None and user.staff.snils:
-            ensure_demo_certificate("doctor", f"{user.full_name}: ЭЦП врача", user.mo_id, user.id)
+            ensure_demo_certificate("doctor", f"{user.staff.full_name}: ЭЦП врача", user.mo_id, user.id)
     db.session.flush()
     return made
 
