@@ -18,6 +18,7 @@ from portal.clinical.models import DOCUMENT_KINDS, POLICY_KINDS, ClinicalEvent, 
 from portal.dates import parse_date
 from portal.ers import models as m
 from portal.ers.payloads import newborns
+from portal.ers.rules import missing_personal_data
 from portal.ers.state import ErsState, state, visit_actions
 from portal.extensions import db
 
@@ -47,10 +48,14 @@ class Card:
     def newborns(self) -> list[dict[str, Any]]:
         """Live-born children of the outcome (Талон 3 asks their names)."""
         for row in self.outcome:
-            children = [c for c in newborns(row.event) if c.get("alive", True)]
+            children = live_born(row.event)
             if children:
                 return children
         return []
+
+
+def live_born(outcome: ClinicalEvent) -> list[dict[str, Any]]:
+    return [c for c in newborns(outcome) if c.get("alive", True)]
 
 
 def current_pregnancy(patient: Patient) -> Pregnancy | None:
@@ -112,9 +117,7 @@ def _sent(event: ClinicalEvent, found: ErsState) -> tuple[str, bool]:
     return ("; ".join(labels) or "Нет"), waiting
 
 
-def card(patient: Patient, today: date | None = None) -> Card:
-    from portal.ers.rules import missing_personal_data
-
+def card(patient: Patient) -> Card:
     pregnancy = current_pregnancy(patient)
     found = state(pregnancy) if pregnancy else ErsState()
     rows: dict[str, list[ExamRow]] = {kind: [] for kind in EXAM_KINDS}
@@ -158,19 +161,7 @@ PERSON_FIELDS: dict[str, str] = {  # form field → label, in the seed's order
     "snils": "СНИЛС",
 }
 DATE_FIELDS = ("document_issued_on", "birth_date")
-REQUIRED = (
-    "last_name",
-    "first_name",
-    "policy_kind",
-    "policy_number",
-    "document_kind",
-    "document_number",
-    "document_issued_on",
-    "document_issuer",
-    "birth_date",
-    "residence_address",
-    "snils",
-)
+REQUIRED = tuple(name for name in PERSON_FIELDS if name not in ("middle_name", "document_series"))
 CHOICES = {"policy_kind": POLICY_KINDS, "document_kind": DOCUMENT_KINDS}
 
 
@@ -222,20 +213,19 @@ def complete_person(patient: Patient, values: dict[str, Any], user: Any) -> list
     """Save what the operator changed; audited with the old and new values. Flushes."""
     changed: dict[str, dict[str, str | None]] = {}
     for name, value in values.items():
-        column = name
         if name == "policy_number" and patient.enp and not patient.policy_number and value == patient.enp:
             continue  # the ЕНП stands for the number: nothing typed
         if name == "residence_address" and value == (
             patient.residence_address or patient.registration_address
         ):
             continue
-        old = getattr(patient, column)
+        old = getattr(patient, name)
         if old != value:
             changed[name] = {
                 "было": old.isoformat() if isinstance(old, date) else old,
                 "стало": value.isoformat() if isinstance(value, date) else value,
             }
-            setattr(patient, column, value)
+            setattr(patient, name, value)
     if changed:
         db.session.flush()
         audit(

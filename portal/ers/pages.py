@@ -268,7 +268,10 @@ def current_pregnancies(mo_id: int, today: date | None = None) -> list[Pregnancy
     current = _current_pregnancies(mo_id, today or date.today())
     return list(
         db.session.scalars(
-            select(Pregnancy).where(Pregnancy.id.in_(select(current.c.id))).order_by(Pregnancy.id)
+            select(Pregnancy)
+            .options(joinedload(Pregnancy.patient))  # the refresh reads each woman's СНИЛС
+            .where(Pregnancy.id.in_(select(current.c.id)))
+            .order_by(Pregnancy.id)
         )
     )
 

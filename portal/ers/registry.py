@@ -8,14 +8,12 @@ A request of another МО is 404, as if it did not exist.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from typing import Any
 
 from flask import abort
-from lxml import etree
 from sqlalchemy import or_, select
 from sqlalchemy.orm import defer, joinedload
 
@@ -28,6 +26,7 @@ from portal.extensions import db
 from portal.filters import (  # noqa: F401  (parse_cursor: views)
     FilterError,
     KeysetPage,
+    contains_ci,
     filter_date,
     filter_mo,
     newest_first,
@@ -39,8 +38,6 @@ from portal.filters import (  # noqa: F401  (parse_cursor: views)
 SUBJECT = "ers_request"  # JournalEntry.subject_type of a request's lines
 MAX_QUERY = 100
 JOURNAL_LIMIT = 500  # lines of one request's journal shown at once
-SHORT_VALUE = 100  # base64 values longer than this are shortened in the readable XML
-SHORT_KEEP = 40  # characters of a shortened value that stay visible
 
 
 @dataclass
@@ -104,23 +101,18 @@ def get_patient(patient_id: int, user: Any) -> Patient:
     return patient
 
 
-def _case_variants(text: str) -> set[str]:
-    # SQLite folds only ASCII case: try the text as typed, in lower case and capitalised
-    return {text, text.lower(), text[:1].upper() + text[1:].lower(), text.upper()}
-
-
 def _search(text: str, mo_id: int | None) -> Any:
     """«Поиск»: Информация, the method (code or label), ЭРС number, ФСС requestId or the patient."""
     r = m.ErsRequest
     lowered = text.lower()
-    conditions: list[Any] = [r.info.contains(v, autoescape=True) for v in _case_variants(text)]
+    conditions: list[Any] = [contains_ci(r.info, text)]
     methods = [
         code for code, label in m.METHODS.items() if lowered in code.lower() or lowered in label.lower()
     ]
     if methods:
         conditions.append(r.method.in_(methods))
     conditions.append(r.ers_number.contains(text, autoescape=True))
-    conditions.extend(r.fss_request_id.contains(v, autoescape=True) for v in {text, lowered})
+    conditions.append(contains_ci(r.fss_request_id, text))
     patient = patient_match(text)
     if patient is not None:
         if mo_id is not None:
@@ -171,11 +163,14 @@ def request_page(
     return newest_first(stmt, r.created_at, r.id, after, limit)
 
 
-def get_request(request_id: int, user: Any) -> m.ErsRequest:
-    """One request the user may see; absent or of another МО is 404."""
-    found = db.session.scalar(
-        scoped(select(m.ErsRequest), m.ErsRequest.mo_id, user).where(m.ErsRequest.id == request_id)
-    )
+def get_request(request_id: int, user: Any, *, envelopes: bool = True) -> m.ErsRequest:
+    """One request the user may see; absent or of another МО is 404. Without `envelopes` the
+    XML (tens of kilobytes each) is not read: the polled status cell needs none of it."""
+    r = m.ErsRequest
+    stmt = scoped(select(r), r.mo_id, user).where(r.id == request_id)
+    if not envelopes:
+        stmt = stmt.options(defer(r.request_xml), defer(r.answer_xml))
+    found = db.session.scalar(stmt)
     if found is None:
         abort(404, description="Запрос не найден.")
     return found
@@ -195,50 +190,3 @@ def journal_lines(request: m.ErsRequest, limit: int = JOURNAL_LIMIT) -> list[Jou
 
 def sender(request: m.ErsRequest) -> User | None:
     return db.session.get(User, request.user_id) if request.user_id else None
-
-
-# --- the envelopes made readable -----------------------------------------------------------------
-
-_PARSER = etree.XMLParser(resolve_entities=False, no_network=True, huge_tree=False, remove_blank_text=True)
-_BASE64 = re.compile(r"[A-Za-z0-9+/=\s]+")
-
-
-@dataclass
-class ReadableXml:
-    text: str  # indented, long base64 values shortened unless asked for in full
-    shortened: int  # how many values were shortened (0: the text is complete)
-    parsed: bool  # False: not XML, shown as it came
-
-
-def _shorten(value: str | None) -> tuple[str | None, bool]:
-    if value is None or len(value) <= SHORT_VALUE:
-        return value, False
-    compact = "".join(value.split())
-    if len(compact) <= SHORT_VALUE or not _BASE64.fullmatch(value):
-        return value, False
-    return f"{compact[:SHORT_KEEP]}… (ещё {len(compact) - SHORT_KEEP} символов)", True
-
-
-def readable_xml(xml: str | bytes | None, *, full: bool = False) -> ReadableXml | None:
-    """An envelope indented for reading; signatures and certificates (long base64 values)
-    shortened unless `full`; as it came when it does not parse; None when there is none."""
-    if not xml:
-        return None
-    raw = xml.encode("utf-8") if isinstance(xml, str) else xml
-    try:
-        root = etree.fromstring(raw, _PARSER)
-    except etree.XMLSyntaxError:
-        return ReadableXml(raw.decode("utf-8", errors="replace"), 0, False)
-    shortened = 0
-    if not full:
-        for node in root.iter():
-            if not isinstance(node.tag, str):
-                continue
-            node.text, cut = _shorten(node.text)
-            shortened += cut
-            for name, value in node.attrib.items():
-                short, cut = _shorten(value)
-                if cut:
-                    node.set(name, short)
-                    shortened += 1
-    return ReadableXml(etree.tostring(root, pretty_print=True, encoding="unicode"), shortened, True)

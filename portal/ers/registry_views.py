@@ -21,6 +21,7 @@ from portal.ers import bp, registry
 from portal.ers import models as m
 from portal.fragments import hx_target
 from portal.reports import content_disposition
+from portal.xmlview import readable_xml
 
 POLL_SECONDS = 5  # an in-flight status cell asks for itself this often
 TARGET = "ers-registry"
@@ -89,8 +90,8 @@ def _detail_context(found: m.ErsRequest) -> dict[str, Any]:
         "req": found,
         "sender": registry.sender(found),
         "journal": registry.journal_lines(found),
-        "request_view": registry.readable_xml(found.request_xml, full=full),
-        "answer_view": registry.readable_xml(found.answer_xml, full=full),
+        "request_view": readable_xml(found.request_xml, full=full),
+        "answer_view": readable_xml(found.answer_xml, full=full),
         "full": full,
     }
 
@@ -114,7 +115,7 @@ def request_detail(request_id: int):
 @requires("ers.view")
 def request_status(request_id: int):
     """The Статус cell; it polls while the request is on its way and stops at a final status."""
-    found = registry.get_request(request_id, _user())
+    found = registry.get_request(request_id, _user(), envelopes=False)
     return render_template("ers/_request_status.html", req=found, **_row_context())
 
 

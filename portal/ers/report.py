@@ -252,29 +252,34 @@ def _counts(aggregate: bool) -> list[Any]:
     return columns
 
 
+def _joined(stmt: Select, group: str) -> Select:
+    """Requests with their МО and, by the grouping, the doctor (account → staff) or the patient."""
+    stmt = stmt.select_from(ErsRequest).join(Mo, Mo.id == ErsRequest.mo_id)
+    if group == "doctor":
+        return stmt.outerjoin(User, User.id == ErsRequest.user_id).outerjoin(Staff, Staff.id == User.staff_id)
+    if group in ("patient", "registry"):
+        return stmt.outerjoin(Patient, Patient.id == ErsRequest.patient_id)
+    return stmt
+
+
 def report_query(filters: ReportFilters, user: Any) -> Select:
     """The report's rows as one statement: grouped by period and МО / doctor / patient, or the
     requests themselves for «Реестр»; limited to the user's МО whatever the filters say."""
     column = _date_column(filters.source)
     where = _conditions(filters) + _search(filters)
     if filters.group == "registry":
-        stmt = (
-            db.select(
-                ErsRequest.id,
-                column.label("at"),
-                Mo.short_name.label("mo"),
-                Patient.last_name,
-                Patient.first_name,
-                Patient.middle_name,
-                ErsRequest.method,
-                ErsRequest.status,
-                *_counts(aggregate=False),
-            )
-            .join(Mo, Mo.id == ErsRequest.mo_id)
-            .outerjoin(Patient, Patient.id == ErsRequest.patient_id)
-            .where(*where)
-            .order_by(column, ErsRequest.id)
+        stmt = db.select(
+            ErsRequest.id,
+            column.label("at"),
+            Mo.short_name.label("mo"),
+            Patient.last_name,
+            Patient.first_name,
+            Patient.middle_name,
+            ErsRequest.method,
+            ErsRequest.status,
+            *_counts(aggregate=False),
         )
+        stmt = _joined(stmt, filters.group).where(*where).order_by(column, ErsRequest.id)
         return scoped(stmt, ErsRequest.mo_id, user)
     period = _period_label(column, filters.grain).label("period")
     keys: list[Any] = [period, Mo.id.label("mo_id"), Mo.short_name.label("mo")]
@@ -291,13 +296,7 @@ def report_query(filters: ReportFilters, user: Any) -> Select:
     elif filters.group == "patient":
         keys += [ErsRequest.patient_id, Patient.last_name, Patient.first_name, Patient.middle_name]
         order = [period, Mo.short_name, Mo.id, Patient.last_name, Patient.first_name, ErsRequest.patient_id]
-    stmt = (
-        db.select(*keys, *_counts(aggregate=True)).select_from(ErsRequest).join(Mo, Mo.id == ErsRequest.mo_id)
-    )
-    if filters.group == "doctor":
-        stmt = stmt.outerjoin(User, User.id == ErsRequest.user_id).outerjoin(Staff, Staff.id == User.staff_id)
-    elif filters.group == "patient":
-        stmt = stmt.outerjoin(Patient, Patient.id == ErsRequest.patient_id)
+    stmt = _joined(db.select(*keys, *_counts(aggregate=True)), filters.group)
     stmt = stmt.where(*where).group_by(*keys).order_by(*order)
     return scoped(stmt, ErsRequest.mo_id, user)
 
@@ -315,34 +314,28 @@ class ReportRow:
         return self.counts[key]
 
 
+def _person(record: Any) -> str | None:
+    if not record.last_name:
+        return None
+    return join_name(record.last_name, record.first_name, record.middle_name)
+
+
 def _row(filters: ReportFilters, record: Any) -> ReportRow:
     counts = {key: int(getattr(record, key) or 0) for key, _, _ in COUNTS}
     if filters.group == "registry":
-        patient = (
-            join_name(record.last_name, record.first_name, record.middle_name)
-            if record.last_name
-            else NO_PATIENT
-        )
         return ReportRow(
             f"{record.at:%d.%m.%Y %H:%M}",
             record.mo,
-            patient,
+            _person(record) or NO_PATIENT,
             METHODS.get(record.method, record.method),
             STATUSES.get(record.status, record.status),
             counts,
         )
     name = None
-    if filters.group == "doctor":
-        if record.last_name:
-            name = join_name(record.last_name, record.first_name, record.middle_name)
-        else:
-            name = record.full_name or NO_USER
+    if filters.group == "doctor":  # named as the staff record when the account is linked to one
+        name = _person(record) or record.full_name or NO_USER
     elif filters.group == "patient":
-        name = (
-            join_name(record.last_name, record.first_name, record.middle_name)
-            if record.last_name
-            else NO_PATIENT
-        )
+        name = _person(record) or NO_PATIENT
     return ReportRow(record.period, record.mo, name, counts=counts)
 
 
@@ -362,11 +355,7 @@ def count_rows(filters: ReportFilters, user: Any) -> int:
 
 def totals(filters: ReportFilters, user: Any) -> dict[str, int]:
     """«Итого» over every row of the report, not only the page shown."""
-    stmt = db.select(*_counts(aggregate=True)).select_from(ErsRequest).join(Mo, Mo.id == ErsRequest.mo_id)
-    if filters.group == "doctor":
-        stmt = stmt.outerjoin(User, User.id == ErsRequest.user_id).outerjoin(Staff, Staff.id == User.staff_id)
-    elif filters.group in ("patient", "registry"):
-        stmt = stmt.outerjoin(Patient, Patient.id == ErsRequest.patient_id)
+    stmt = _joined(db.select(*_counts(aggregate=True)), filters.group)
     stmt = scoped(stmt.where(*_conditions(filters), *_search(filters)), ErsRequest.mo_id, user)
     record = db.session.execute(stmt).one()
     return {key: int(getattr(record, key) or 0) for key, _, _ in COUNTS}

@@ -261,8 +261,7 @@ def card_request(patient_id: int):
         abort(400, description="Неизвестное действие: выберите кнопку в разделе «Запросы в ФСС».")
     if not current_user.can(ACTIONS[action]):
         abort(403, description="Вашей роли этот запрос в ФСС недоступен.")
-    found = card_view.card(patient)
-    pregnancy = found.pregnancy
+    pregnancy = card_view.current_pregnancy(patient)
     if pregnancy is None:
         return _refused(patient, "У пациентки нет беременности: запросы в ФСС не отправляются")
     chosen = _events(pregnancy, request.form.getlist("exam"))
@@ -281,7 +280,7 @@ def card_request(patient_id: int):
             return services.send_ticket1(sender, pregnancy, chosen)
         if action == "ticket2":
             return services.send_ticket2(sender, pregnancy, outcome)
-        children = _children(request.form, len(found.newborns))
+        children = _children(request.form, len(card_view.live_born(outcome)) if outcome else 0)
         return services.send_ticket3(sender, pregnancy, outcome, action[-3:], children, date.today())
 
     return _queue(patient, make)

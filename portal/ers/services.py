@@ -322,8 +322,11 @@ def send_ticket3(
     missing = [
         n for n, child in enumerate(children, 1) if not child.get("first_name") or not child.get("last_name")
     ]
-    if not children or missing:
+    if not children:
         raise RequestRefused(f"{what}: укажите фамилию и имя каждого ребёнка")
+    if missing:
+        numbers = ", ".join(f"№ {n}" for n in missing)
+        raise RequestRefused(f"{what}: укажите фамилию и имя каждого ребёнка (не заполнено: ребёнок {numbers})")
     number = _ticket(sender, pregnancy, part)
     patient = pregnancy.patient
     return _queue(

@@ -233,18 +233,6 @@ _NARRATIVE = {
 _SPANS = ("colspan", "rowspan")
 
 
-def pretty_xml(xml: str | bytes | None) -> str:
-    """The document indented for reading; as it came when it does not parse."""
-    if not xml:
-        return ""
-    raw = xml.encode("utf-8") if isinstance(xml, str) else xml
-    try:
-        tree = etree.fromstring(raw, _PARSER)
-    except etree.XMLSyntaxError:
-        return raw.decode("utf-8", errors="replace")
-    return etree.tostring(tree, pretty_print=True, encoding="unicode")
-
-
 def _local(node: Any) -> str:
     return etree.QName(node).localname if isinstance(node.tag, str) else ""
 

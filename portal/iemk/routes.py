@@ -27,6 +27,7 @@ from portal.iemk import bp, documents, registry
 from portal.iemk import callback as _callback  # noqa: F401  (registers POST /iemk/callback)
 from portal.iemk.models import ERROR, KINDS, STATUS_COLOURS, STATUSES, UNSIGNED, IemkDocument
 from portal.models_base import utcnow
+from portal.xmlview import pretty_xml
 
 POLL_SECONDS = 5  # in-flight status cells ask for themselves this often
 ACTION_LIMIT = 1000  # documents one action may take
@@ -152,7 +153,7 @@ def _detail_context(doc: IemkDocument) -> dict[str, Any]:
         **row,
         "doc": doc,
         "journal": documents.journal_lines(doc),
-        "xml_text": registry.pretty_xml(doc.xml),
+        "xml_text": pretty_xml(doc.xml),
         "cda": registry.readable_cda(doc.xml),
         "cols": (7 if request.args.get("place") == "patient" else 8) + actions,
     }
@@ -393,7 +394,7 @@ def patient_remote_document(patient_id: int, local_uid: str):
         "remote": remote,
         "error": error,
         "cda": registry.readable_cda(xml) if xml else None,
-        "xml_text": registry.pretty_xml(xml) if xml else "",
+        "xml_text": pretty_xml(xml) if xml else "",
         "has_xml": bool(xml),
         "has_pdf": bool(pdf),
         "mo_names": _mo_names([remote] if remote is not None else []),

@@ -108,28 +108,25 @@ document.addEventListener("click", function (event) {
   if (event.target.closest && event.target.closest("[data-print]")) window.print();
 });
 
-// An htmx request the server refused (4xx/5xx) swaps nothing; its Russian message (the error box
-// of errors/_error.html) is shown at the top of the page instead of failing silently.
-document.addEventListener("htmx:responseError", function (event) {
-  var area = document.getElementById("htmx-errors");
-  var xhr = event.detail.xhr;
-  if (!area || !xhr) return;
-  var holder = document.createElement("div");
-  holder.innerHTML = xhr.responseText || "";
-  var box = holder.querySelector(".error-box");
-  var text = box ? box.textContent.replace(/\s+/g, " ").trim() : "Запрос не выполнен (ошибка " + xhr.status + ").";
-  var note = document.createElement("div");
-  note.className = "flash flash-error";
-  note.setAttribute("role", "alert");
-  note.textContent = text;
-  area.replaceChildren(note);
-});
-document.addEventListener("htmx:sendError", function () {
+// An htmx request the server refused (4xx/5xx), or one that got no answer, swaps nothing; its
+// Russian message (the error box of errors/_error.html) is shown at the top of the page instead.
+function showHtmxError(text) {
   var area = document.getElementById("htmx-errors");
   if (!area) return;
   var note = document.createElement("div");
   note.className = "flash flash-error";
   note.setAttribute("role", "alert");
-  note.textContent = "Портал не отвечает: проверьте соединение и повторите.";
+  note.textContent = text;
   area.replaceChildren(note);
+}
+document.addEventListener("htmx:responseError", function (event) {
+  var xhr = event.detail.xhr;
+  if (!xhr) return;
+  var holder = document.createElement("div");
+  holder.innerHTML = xhr.responseText || "";
+  var box = holder.querySelector(".error-box");
+  showHtmxError(box ? box.textContent.replace(/\s+/g, " ").trim() : "Запрос не выполнен (ошибка " + xhr.status + ").");
+});
+document.addEventListener("htmx:sendError", function () {
+  showHtmxError("Портал не отвечает: проверьте соединение и повторите.");
 });
